@@ -1,0 +1,88 @@
+"""Model files: safetensors weights plus the full config as JSON. Loading never unpickles.
+
+A model directory holds ``model.safetensors`` (every parameter and buffer, codebooks and
+symbol statistics included) and ``config.json`` (``CodecConfig.to_dict()``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+class CheckpointError(ValueError):
+    """A model file or directory that cannot be loaded."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp_path to path; no temp file is left on failure."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of a state dict; first 16 hex digits."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def save_model(model, directory) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    config = json.dumps(model.config.to_dict(), indent=2)
+    atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG, lambda tmp: Path(tmp).write_text(config))
+    return directory
+
+
+def _model_files(path: Path) -> tuple[Path, Path]:
+    if path.is_dir():
+        return path / WEIGHTS, path / CONFIG
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: not a model directory or .safetensors file "
+                              "(pickled checkpoints such as .pt/.ckpt are refused)")
+    return path, path.with_name(CONFIG)
+
+
+def load_model(path, map_location: str = "cpu"):
+    """Load a model directory (or its .safetensors file with config.json beside it)."""
+    from codec.model import Codec, CodecConfig
+
+    weights, config_path = _model_files(Path(path))
+    for f in (weights, config_path):
+        if not f.is_file():
+            raise CheckpointError(f"{f}: no such file")
+    try:
+        config = CodecConfig.from_dict(json.loads(config_path.read_text()))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{config_path}: invalid model config: {e}") from None
+    try:
+        state = load_file(str(weights), device=map_location)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights}: not a valid safetensors file ({e})") from None
+    model = Codec(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights}: weights do not match the config: {e}") from None
+    return model.eval()

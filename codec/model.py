@@ -1,0 +1,200 @@
+"""The codec: SEANet encoder -> bottleneck -> SEANet decoder, and its token API.
+
+Lengths and padding. The encoder needs a length that is a multiple of ``hop_length``
+(= prod(strides), 320 by default). ``encode`` pads the input on the right with zeros to
+``frames * hop_length`` samples, ``frames = ceil(T / hop_length)``, and records the original
+length ``T`` on the returned tensor as ``codes.num_samples``. ``decode`` produces
+``frames * hop_length`` samples and trims them to ``length`` (argument), else to
+``codes.num_samples`` when present, so ``decode(encode(x))`` has exactly x's length.
+``forward`` does the same padding and trimming, so a training step sees any length.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from codec.bottleneck import AEBottleneck, BottleneckOutput, VAEBottleneck
+from codec.codebook import CodebookConfig
+from codec.rvq import ResidualVQ
+from codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
+
+BOTTLENECKS = ("ae", "vae", "vq", "rvq")
+
+
+@dataclass
+class CodecConfig:
+    bottleneck: str = "rvq"                 # "ae", "vae", "vq" (one codebook) or "rvq"
+    sample_rate: int = 16000
+    n_q: int = 8                            # codebooks ("vq": always 1)
+    codebook_size: int = 1024
+    name: str = "codec"
+    seanet: SEANetConfig = field(default_factory=SEANetConfig)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    quantizer_dropout: bool = True          # rvq: train with 1..n_q codebooks drawn per batch
+    dropout_per_sample: bool = False        # rvq: draw per sample instead of per batch
+    ae_float_bits: int = 32                 # ae: width of the stored floats
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seanet, dict):
+            self.seanet = _from_dict(SEANetConfig, self.seanet)
+        if isinstance(self.codebook, dict):
+            self.codebook = _from_dict(CodebookConfig, self.codebook)
+        if self.bottleneck not in BOTTLENECKS:
+            raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {self.bottleneck!r}")
+        if self.bottleneck == "vq":
+            self.n_q = 1
+        if self.n_q < 1 or self.codebook_size < 2:
+            raise ValueError(f"need n_q >= 1 and codebook_size >= 2, got {self.n_q} and {self.codebook_size}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CodecConfig":
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls, data: dict):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
+    return cls(**data)
+
+
+@dataclass
+class CodecOutput:
+    audio: torch.Tensor                 # (B, C, T) reconstruction, same length as the input
+    losses: dict[str, torch.Tensor]     # bottleneck loss terms (commitment, kl)
+    codes: torch.Tensor | None          # (B, n_q, F) for quantizers
+    bits_per_frame: torch.Tensor        # scalar
+    metrics: dict[str, float]
+
+
+def make_bottleneck(cfg: CodecConfig) -> nn.Module:
+    dim = cfg.seanet.latent_dim
+    if cfg.bottleneck == "ae":
+        return AEBottleneck(dim, cfg.ae_float_bits)
+    if cfg.bottleneck == "vae":
+        return VAEBottleneck(dim)
+    return ResidualVQ(dim, cfg.n_q, cfg.codebook_size, cfg.codebook,
+                      dropout=cfg.quantizer_dropout and cfg.n_q > 1,
+                      dropout_per_sample=cfg.dropout_per_sample)
+
+
+class Codec(nn.Module):
+    def __init__(self, config: CodecConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or CodecConfig()
+        self.encoder = SEANetEncoder(self.config.seanet)
+        self.bottleneck = make_bottleneck(self.config)
+        self.decoder = SEANetDecoder(self.config.seanet)
+        # Per-codebook symbol counts over the training data, for entropy-coding token files.
+        self.register_buffer("symbol_counts", torch.zeros(self.config.n_q, self.config.codebook_size,
+                                                          dtype=torch.int64))
+
+    # -- description -----------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.seanet.channels
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.seanet.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def n_q(self) -> int:
+        return self.config.n_q
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.config.bottleneck in ("vq", "rvq")
+
+    def bitrate(self, n_q: int | None = None) -> float:
+        """Nominal bits per second: n_q * log2(codebook_size) * frame_rate (AE: float width * dim)."""
+        if self.config.bottleneck == "ae":
+            return self.config.ae_float_bits * self.config.seanet.latent_dim * self.frame_rate
+        if self.config.bottleneck == "vae":
+            raise ValueError("a VAE has no nominal bitrate: its rate is KL / ln 2, see forward(...).bits_per_frame")
+        n_q = self.bottleneck._check_n_q(n_q)
+        return n_q * math.log2(self.codebook_size) * self.frame_rate
+
+    def frames(self, num_samples: int) -> int:
+        return -(-num_samples // self.hop_length)
+
+    # -- training --------------------------------------------------------------------------
+    def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+        """wav (B, C, T) -> reconstruction (B, C, T) with the bottleneck's losses, codes and rate."""
+        padded, length = self._pad(wav)
+        h = self.encoder(padded)
+        out: BottleneckOutput = self.bottleneck(h, n_q) if self.is_quantized else self.bottleneck(h)
+        audio = self.decoder(out.latent)[..., :length]
+        return CodecOutput(audio, out.losses, out.codes, out.bits_per_frame, out.metrics)
+
+    # -- tokens ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """wav (B, C, T) at ``sample_rate`` -> codes LongTensor (B, n_q, F), F = ceil(T / hop_length).
+
+        For the "ae" and "vae" baselines this returns the continuous latent (B, D, F) instead
+        (AE: rounded to its stored float width; VAE: the posterior mean). The original length
+        is recorded as ``result.num_samples``.
+        """
+        padded, length = self._pad(wav)
+        with parametrize.cached():              # weight norm computed once per call, not per layer use
+            h = self.encoder(padded)
+        result = self.bottleneck.encode(h, n_q) if self.is_quantized else self.bottleneck.encode(h)
+        result.num_samples = length
+        return result
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """codes (B, n, F) -> wav (B, C, T). T = length, else codes.num_samples, else F * hop_length.
+
+        For "ae"/"vae" models, ``codes`` is the continuous latent (B, D, F) from ``encode``.
+        """
+        if self.is_quantized and codes.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"codes must be an integer tensor, got {codes.dtype}")
+        if self.is_quantized and codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
+        latent = self.bottleneck.decode(codes.long() if self.is_quantized else codes)
+        with parametrize.cached():
+            audio = self.decoder(latent)
+        length = getattr(codes, "num_samples", None) if length is None else length
+        return audio if length is None else audio[..., :length]
+
+    def _pad(self, wav: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if wav.dim() != 3 or wav.shape[1] != self.channels:
+            raise ValueError(f"expected audio of shape (batch, {self.channels}, samples), got {tuple(wav.shape)}")
+        length = wav.shape[-1]
+        if length == 0:
+            raise ValueError("cannot encode zero-length audio")
+        return F.pad(wav, (0, self.frames(length) * self.hop_length - length)), length
+
+    # -- files -----------------------------------------------------------------------------
+    def save(self, directory) -> "os.PathLike":
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``; returns the directory."""
+        from codec.checkpoint import save_model
+        return save_model(self, directory)
+
+    def fingerprint(self) -> str:
+        """Short hex digest of the weights and buffers: names a model in token files."""
+        from codec.checkpoint import state_fingerprint
+        return state_fingerprint(self.state_dict())

@@ -1,0 +1,92 @@
+"""Residual vector quantizer: n_q codebooks, each quantising what the previous ones left.
+
+The RVQ only loops and owns quantizer dropout; each stage is a ``VectorQuantizer``.
+
+Gradients. Stage i quantises r_i = x - sum_{j<i} sg(q_j): the residual is formed from the
+*detached* codebook vectors, so every r_i has an identity gradient to the encoder output x
+and every stage's commitment loss ||r_i - sg(q_i)||^2 trains the encoder. (Subtracting the
+straight-through output instead, as EnCodec's first release did, makes r_i for i >= 2 constant
+in x and silently drops those gradients.) The straight-through estimator is applied once, to
+the sum of the stages, so the decoder's gradient reaches x unscaled by the number of stages.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from codec import distributed as dist
+from codec.bottleneck import BottleneckOutput
+from codec.codebook import CodebookConfig
+from codec.vq import VectorQuantizer, straight_through
+
+
+class ResidualVQ(nn.Module):
+    def __init__(self, dim: int, n_q: int, size: int, cfg: CodebookConfig | None = None,
+                 dropout: bool = True, dropout_per_sample: bool = False) -> None:
+        super().__init__()
+        self.n_q, self.size = n_q, size
+        self.dropout, self.dropout_per_sample = dropout, dropout_per_sample
+        self.layers = nn.ModuleList(VectorQuantizer(dim, size, cfg) for _ in range(n_q))
+
+    def _active_per_sample(self, batch: int, n_q: int, device: torch.device) -> torch.Tensor | None:
+        """Quantizer dropout: number of stages each sample uses (B,), or None for all n_q.
+
+        Drawn uniformly from 1..n_q, once per batch (the same on every rank) or per sample.
+        """
+        if not (self.training and self.dropout):
+            return None
+        if self.dropout_per_sample:
+            return torch.randint(1, n_q + 1, (batch,), device=device)
+        drawn = dist.broadcast_(torch.randint(1, n_q + 1, (1,), device=device))
+        return drawn.expand(batch)
+
+    def forward(self, x: torch.Tensor, n_q: int | None = None) -> BottleneckOutput:
+        """x (B, D, F) -> quantized latent, codes (B, n_used, F), commitment loss, bits per frame."""
+        n_q = self._check_n_q(n_q)
+        active = self._active_per_sample(x.shape[0], n_q, x.device)
+        n_used = n_q if active is None else int(active.max())
+        residual, quantized = x, torch.zeros_like(x)
+        codes, commitment, metrics = [], x.new_zeros(()), {}
+        for i, layer in enumerate(self.layers[:n_used]):
+            mask = None if active is None else (active > i).to(x.dtype)      # (B,)
+            out = layer(residual, mask)
+            q = out.quantized if mask is None else out.quantized * mask[:, None, None]
+            quantized = quantized + q
+            residual = residual - q.detach()
+            commitment = commitment + out.commitment
+            codes.append(out.codes)
+            metrics[f"resets/{i}"] = float(out.resets)
+        if self.training and x.requires_grad:   # eval output stays bit-identical to decode(encode(x))
+            quantized = straight_through(x, quantized)
+        n_mean = torch.tensor(float(n_q) if active is None else active.float().mean().item(), device=x.device)
+        return BottleneckOutput(quantized, {"commitment": commitment}, torch.stack(codes, 1),
+                                n_mean * math.log2(self.size), metrics)
+
+    def encode(self, x: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """x (B, D, F) -> codes (B, n_q, F)."""
+        residual, codes = x, []
+        for layer in self.layers[:self._check_n_q(n_q)]:
+            c = layer.encode(residual)
+            residual = residual - layer.decode(c)
+            codes.append(c)
+        return torch.stack(codes, 1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, n, F) with n <= n_q -> latent (B, D, F), the sum of the first n stages."""
+        self._check_n_q(codes.shape[1])
+        latent = self.layers[0].decode(codes[:, 0])
+        for i in range(1, codes.shape[1]):
+            latent = latent + self.layers[i].decode(codes[:, i])
+        return latent
+
+    def health(self) -> list[dict[str, float]]:
+        """Per stage: EMA usage perplexity and number of dead codes."""
+        return [layer.codebook.health() for layer in self.layers]
+
+    def _check_n_q(self, n_q: int | None) -> int:
+        n_q = self.n_q if n_q is None else int(n_q)
+        if not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q must be between 1 and {self.n_q}, got {n_q}")
+        return n_q

@@ -1,0 +1,315 @@
+"""The token file: a small versioned container for a codec's codes.
+
+Layout (all integers little-endian; full description in docs/token_format.md)::
+
+    MAGIC b"RVQT" | version u8 | header_len u32 | header (UTF-8 JSON) |
+    payload_len u64 | payload | crc32 u32 over every byte before it
+
+The payload holds codes of shape (channels, n_q, num_frames), entropy-coded when the header
+names an entropy model and bit-packed otherwise (see codec/entropy.py). The reader checks the
+framing and the checksum before it parses anything, validates every header field, and never
+allocates more than the file's size can justify; every problem is a :class:`TokenFileError`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union, get_type_hints
+
+import numpy as np
+
+from codec.entropy import (
+    PayloadError,
+    decode_codes,
+    encode_codes,
+    max_coded_symbols,
+    pack_codes,
+    packed_size,
+    unpack_codes,
+)
+
+MAGIC = b"RVQT"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 1 << 16
+MAX_CHANNELS = 256
+MAX_N_Q = 256
+MAX_CODEBOOK_SIZE = 1 << 20
+MAX_SAMPLE_RATE = 10_000_000
+MAX_CODES = 1 << 31  # channels * n_q * num_frames, whatever the payload size
+
+_PREFIX = struct.Struct("<4sBI")  # magic, version, header_len
+_PAYLOAD_LEN = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+
+# An id -> (n_q, K) probabilities mapping, or a function returning None for unknown ids.
+ProbsLookup = Union[Mapping[str, np.ndarray], Callable[[str], Union[np.ndarray, None]]]
+
+
+class TokenFileError(ValueError):
+    """A token file is malformed, or cannot be decoded with what the caller supplied."""
+
+
+@dataclass
+class TokenHeader:
+    """What a token file says about its codes; stored as the JSON header."""
+
+    model_name: str
+    model_fingerprint: str  # hash of the model's weights
+    model_sample_rate: int  # rate the model ran at
+    sample_rate: int  # rate of the original audio
+    channels: int
+    num_samples: int  # original length per channel, at sample_rate
+    n_q: int  # codebooks stored (may be fewer than the model has)
+    codebook_size: int
+    num_frames: int
+    entropy_model: str = ""  # entropy_model_id(counts) of the statistics used; "" = bit-packed
+
+    @property
+    def codes_shape(self) -> tuple[int, int, int]:
+        """(channels, n_q, num_frames)."""
+        return (self.channels, self.n_q, self.num_frames)
+
+    @property
+    def num_codes(self) -> int:
+        return self.channels * self.n_q * self.num_frames
+
+
+# (field, smallest, largest) for every integer field; strings are only type-checked.
+_INT_BOUNDS = {
+    "model_sample_rate": (1, MAX_SAMPLE_RATE),
+    "sample_rate": (1, MAX_SAMPLE_RATE),
+    "channels": (1, MAX_CHANNELS),
+    "num_samples": (0, 2**63 - 1),
+    "n_q": (1, MAX_N_Q),
+    "codebook_size": (2, MAX_CODEBOOK_SIZE),
+    "num_frames": (0, MAX_CODES),
+}
+_FIELD_TYPES: dict[str, type] = get_type_hints(TokenHeader)
+
+
+# ---------------------------------------------------------------- header
+
+
+def _check_header(header: TokenHeader) -> None:
+    """Raise TokenFileError unless every field has the right type and a sane value."""
+    for name, kind in _FIELD_TYPES.items():
+        value = getattr(header, name)
+        if type(value) is not kind:  # exact: rejects bool for int
+            raise TokenFileError(f"header field {name!r} must be {kind.__name__}, got {value!r}")
+    for name, (low, high) in _INT_BOUNDS.items():
+        value = getattr(header, name)
+        if not low <= value <= high:
+            raise TokenFileError(f"header field {name!r} = {value} is outside [{low}, {high}]")
+    if header.num_codes > MAX_CODES:
+        raise TokenFileError(f"header claims {header.num_codes} codes, more than {MAX_CODES}")
+
+
+def _header_to_bytes(header: TokenHeader) -> bytes:
+    return json.dumps(dataclasses.asdict(header), sort_keys=True, separators=(",", ":")).encode()
+
+
+def _header_from_bytes(raw: bytes) -> TokenHeader:
+    """UTF-8 JSON object -> validated TokenHeader. Unknown keys are ignored."""
+    try:
+        fields = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise TokenFileError(f"header is not valid UTF-8 JSON: {err}") from err
+    if not isinstance(fields, dict):
+        raise TokenFileError(f"header must be a JSON object, got {type(fields).__name__}")
+    missing = [name for name in _FIELD_TYPES if name not in fields]
+    if missing:
+        raise TokenFileError(f"header is missing fields: {', '.join(missing)}")
+    header = TokenHeader(**{name: fields[name] for name in _FIELD_TYPES})
+    _check_header(header)
+    return header
+
+
+# ---------------------------------------------------------------- framing
+
+
+def _frame(header_bytes: bytes, payload: bytes) -> bytes:
+    """Assemble prefix, header, payload and checksum into the file's bytes."""
+    body = b"".join(
+        [
+            _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)),
+            header_bytes,
+            _PAYLOAD_LEN.pack(len(payload)),
+            payload,
+        ]
+    )
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _unframe(data: bytes) -> tuple[bytes, bytes]:
+    """File bytes -> (header bytes, payload bytes), checking lengths and the checksum."""
+    if not data.startswith(MAGIC):
+        raise TokenFileError(f"not a token file: bad magic {bytes(data[:4])!r}, expected {MAGIC!r}")
+    if len(data) < _PREFIX.size:
+        raise TokenFileError(f"truncated: {len(data)} bytes, the fixed prefix needs {_PREFIX.size}")
+    _, version, header_len = _PREFIX.unpack_from(data)
+    if version > FORMAT_VERSION:
+        raise TokenFileError(
+            f"token file format version {version} is newer than this reader "
+            f"(which reads up to version {FORMAT_VERSION})"
+        )
+    if version != FORMAT_VERSION:
+        raise TokenFileError(f"unsupported token file format version {version}")
+    if header_len > MAX_HEADER_BYTES:
+        raise TokenFileError(f"header length {header_len} exceeds the limit {MAX_HEADER_BYTES}")
+    payload_start = _PREFIX.size + header_len + _PAYLOAD_LEN.size
+    if payload_start + _CRC.size > len(data):
+        raise TokenFileError(
+            f"header claims {header_len} bytes but the file ends first ({len(data)} bytes)"
+        )
+    (payload_len,) = _PAYLOAD_LEN.unpack_from(data, payload_start - _PAYLOAD_LEN.size)
+    payload_end = payload_start + payload_len
+    if payload_end + _CRC.size > len(data):
+        raise TokenFileError(
+            f"payload claims {payload_len} bytes but only "
+            f"{len(data) - payload_start - _CRC.size} remain before the checksum"
+        )
+    if payload_end + _CRC.size < len(data):
+        raise TokenFileError(f"{len(data) - payload_end - _CRC.size} bytes of trailing garbage")
+    (stored,) = _CRC.unpack_from(data, payload_end)
+    computed = zlib.crc32(data[:payload_end])
+    if stored != computed:
+        raise TokenFileError(f"checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
+    header_bytes = data[_PREFIX.size : _PREFIX.size + header_len]
+    return header_bytes, data[payload_start:payload_end]
+
+
+# ---------------------------------------------------------------- payload
+
+
+def _lookup_probs(header: TokenHeader, probs_lookup: ProbsLookup | None) -> np.ndarray:
+    """The (>= n_q, K) probabilities the file was coded with, or TokenFileError naming them."""
+    needed = header.entropy_model
+    if probs_lookup is None:
+        probs = None
+    elif isinstance(probs_lookup, Mapping):
+        probs = probs_lookup.get(needed)
+    elif callable(probs_lookup):
+        probs = probs_lookup(needed)
+    else:
+        raise TypeError("probs_lookup must be a mapping id -> probs or a function of the id")
+    if probs is None:
+        raise TokenFileError(
+            f"token file is entropy-coded with entropy model {needed!r}; "
+            "its symbol statistics were not supplied"
+        )
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] < header.n_q or probs.shape[1] != header.codebook_size:
+        raise TokenFileError(
+            f"entropy model {needed!r} has shape {probs.shape}; the file needs "
+            f"at least ({header.n_q}, {header.codebook_size})"
+        )
+    return probs
+
+
+def _check_payload_size(header: TokenHeader, payload_len: int) -> None:
+    """Raise TokenFileError unless the payload can hold exactly/at most the header's codes."""
+    if not header.entropy_model:
+        expected = packed_size(header.num_codes, header.codebook_size)
+        if payload_len != expected:
+            raise TokenFileError(
+                f"bit-packed payload is {payload_len} bytes; {header.num_codes} codes "
+                f"of codebook size {header.codebook_size} need exactly {expected}"
+            )
+    elif header.num_codes > max_coded_symbols(payload_len):
+        raise TokenFileError(
+            f"header claims {header.num_codes} codes; an entropy-coded payload of "
+            f"{payload_len} bytes holds at most {max_coded_symbols(payload_len)}"
+        )
+
+
+def _decode_payload(
+    header: TokenHeader, payload: bytes, probs_lookup: ProbsLookup | None
+) -> np.ndarray:
+    """payload -> (channels, n_q, num_frames) int64 codes."""
+    _check_payload_size(header, len(payload))
+    try:
+        if not header.entropy_model:
+            return unpack_codes(payload, header.codes_shape, header.codebook_size)
+        probs = _lookup_probs(header, probs_lookup)
+        return decode_codes(payload, header.codes_shape, probs)
+    except PayloadError as err:
+        raise TokenFileError(str(err)) from err
+
+
+# ---------------------------------------------------------------- public API
+
+
+def encode_token_bytes(
+    header: TokenHeader, codes: np.ndarray, stats_probs: np.ndarray | None = None
+) -> bytes:
+    """Header and (channels, n_q, num_frames) codes -> the token file's bytes.
+
+    With stats_probs ((n_q_model >= n_q, K) probabilities) the payload is entropy-coded and
+    header.entropy_model must name them (entropy_model_id of their counts); without, it is
+    bit-packed and header.entropy_model must be "".
+    """
+    _check_header(header)
+    codes = np.asarray(codes)
+    if codes.shape != header.codes_shape:
+        raise ValueError(f"codes have shape {codes.shape}, header says {header.codes_shape}")
+    if (stats_probs is None) != (header.entropy_model == ""):
+        raise ValueError("header.entropy_model must be set exactly when stats_probs is given")
+    if stats_probs is None:
+        payload = pack_codes(codes, header.codebook_size)
+    else:
+        if np.asarray(stats_probs).shape[1:] != (header.codebook_size,):
+            raise ValueError(
+                f"stats_probs of shape {np.shape(stats_probs)} do not match "
+                f"codebook size {header.codebook_size}"
+            )
+        payload = encode_codes(codes, stats_probs)
+    _check_payload_size(header, len(payload))  # what we write, we can read
+    return _frame(_header_to_bytes(header), payload)
+
+
+def decode_token_bytes(
+    data: bytes, probs_lookup: ProbsLookup | None = None
+) -> tuple[TokenHeader, np.ndarray]:
+    """Twin of :func:`encode_token_bytes`: bytes -> (header, (channels, n_q, frames) int64).
+
+    probs_lookup maps an entropy model id to its (n_q_model, K) probabilities; it is needed
+    only for entropy-coded files. Raises TokenFileError for anything malformed.
+    """
+    header_bytes, payload = _unframe(bytes(data))
+    header = _header_from_bytes(header_bytes)
+    return header, _decode_payload(header, payload, probs_lookup)
+
+
+def write_token_file(
+    path: str | os.PathLike,
+    header: TokenHeader,
+    codes: np.ndarray,
+    stats_probs: np.ndarray | None = None,
+) -> None:
+    """Write a token file atomically: a temporary file beside it, then os.replace."""
+    data = encode_token_bytes(header, codes, stats_probs)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read_token_file(
+    path: str | os.PathLike, probs_lookup: ProbsLookup | None = None
+) -> tuple[TokenHeader, np.ndarray]:
+    """Read a token file: -> (header, (channels, n_q, num_frames) int64 codes)."""
+    return decode_token_bytes(Path(path).read_bytes(), probs_lookup)

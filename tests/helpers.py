@@ -1,0 +1,38 @@
+"""Tiny model configurations shared by the tests."""
+from codec import Codec, CodecConfig
+from codec.seanet import SEANetConfig
+
+
+def tiny_config(bottleneck="rvq", causal=False, strides=(2, 4, 5, 8), **kw) -> CodecConfig:
+    seanet = SEANetConfig(base_channels=2, max_channels=16, latent_dim=8, strides=strides, causal=causal)
+    kw.setdefault("n_q", 3)
+    kw.setdefault("codebook_size", 16)
+    return CodecConfig(bottleneck=bottleneck, seanet=seanet, **kw)
+
+
+def tiny_model(bottleneck="rvq", **kw) -> Codec:
+    return Codec(tiny_config(bottleneck, **kw))
+
+
+def ddp_rvq_worker(rank: int, world: int, init_file: str, out_dir: str, steps: int) -> None:
+    """One rank of a CPU (gloo) DDP run of the RVQ on rank-specific data; saves its codebook state."""
+    import json
+
+    import torch
+    import torch.distributed as dist
+    from safetensors.torch import save_file
+
+    from codec.rvq import ResidualVQ
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(1000 + rank)          # different data AND different local random draws per rank
+    rvq = ResidualVQ(4, 3, 32, dropout=True)
+    used, resets = [], 0
+    for _ in range(steps):
+        out = rvq(torch.randn(2, 4, 6) + rank)
+        used.append(out.codes.shape[1])
+        resets += sum(int(v) for v in out.metrics.values())
+    save_file({k: v.contiguous() for k, v in rvq.state_dict().items()}, f"{out_dir}/rank{rank}.safetensors")
+    with open(f"{out_dir}/rank{rank}.json", "w") as f:
+        json.dump({"used": used, "resets": resets}, f)
+    dist.destroy_process_group()

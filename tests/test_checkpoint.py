@@ -1,0 +1,68 @@
+"""Model files: safetensors + JSON config round trip; anything that could unpickle is refused."""
+import json
+import pickle
+
+import pytest
+import torch
+
+import codec
+from codec import CheckpointError
+from tests.helpers import tiny_model
+
+
+@pytest.fixture
+def trained(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_model("rvq", n_q=4)
+    model.train()(torch.randn(2, 1, 3200))
+    model.symbol_counts += torch.arange(16)
+    return model.eval()
+
+
+def test_save_then_load_gives_identical_codes_and_state(trained, tmp_path):
+    path = trained.save(tmp_path / "m")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = codec.load(path)
+    assert loaded.config == trained.config
+    x = torch.randn(2, 1, 5000)
+    assert torch.equal(loaded.encode(x), trained.encode(x))
+    assert loaded.fingerprint() == trained.fingerprint()
+    assert torch.equal(loaded.symbol_counts, trained.symbol_counts)
+    assert not loaded.training
+    # the .safetensors file itself also loads (config.json beside it)
+    assert codec.load(path / "model.safetensors").fingerprint() == trained.fingerprint()
+
+
+def test_fingerprint_changes_with_any_weight(trained):
+    before = trained.fingerprint()
+    with torch.no_grad():
+        trained.decoder.net[0].conv.parametrizations.weight.original1[0, 0, 0] += 1e-3
+    assert trained.fingerprint() != before
+
+
+def test_a_pickle_payload_is_refused(trained, tmp_path):
+    path = trained.save(tmp_path / "m")
+    (path / "model.safetensors").write_bytes(pickle.dumps(trained.state_dict()))
+    with pytest.raises(CheckpointError, match="not a valid safetensors file"):
+        codec.load(path)
+    torch.save(trained.state_dict(), tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="pickled checkpoints such as .pt/.ckpt are refused"):
+        codec.load(tmp_path / "model.pt")
+
+
+def test_missing_or_mismatched_files_are_clear_errors(trained, tmp_path):
+    with pytest.raises(CheckpointError, match="no bundled model of that name"):
+        codec.load("no-such-model")
+    path = trained.save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    config["n_q"] = 5
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="weights do not match the config"):
+        codec.load(path)
+    config["bogus"] = 1
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="unknown CodecConfig fields: bogus"):
+        codec.load(path)
+    (path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json: no such file"):
+        codec.load(path)

@@ -1,0 +1,107 @@
+"""Residual VQ: encode/decode twins, straight-through gradients, per-stage commitment, dropout."""
+import math
+
+import pytest
+import torch
+
+from codec.codebook import squared_distances
+from codec.rvq import ResidualVQ
+
+
+def trained_rvq(n_q=4, size=16, dim=8, steps=3, seed=0, **kw):
+    torch.manual_seed(seed)
+    rvq = ResidualVQ(dim, n_q, size, **kw)
+    for _ in range(steps):
+        rvq(torch.randn(4, dim, 30))
+    return rvq.eval()
+
+
+def test_decode_of_encode_equals_eval_forward_exactly():
+    rvq = trained_rvq()
+    x = torch.randn(3, 8, 25)
+    codes = rvq.encode(x)
+    out = rvq(x)
+    assert codes.shape == (3, 4, 25) and codes.dtype == torch.int64
+    assert torch.equal(codes, out.codes)
+    assert torch.equal(rvq.decode(codes), out.latent)
+
+
+def test_each_stage_picks_the_nearest_code_of_its_residual():
+    rvq = trained_rvq()
+    x = torch.randn(2, 8, 10)
+    codes = rvq.encode(x)
+    residual = x.double()
+    for i, layer in enumerate(rvq.layers):
+        rows = residual.transpose(1, 2).reshape(-1, 8)
+        expected = squared_distances(rows, layer.codebook.embed.double()).argmin(dim=1)
+        assert torch.equal(codes[:, i].reshape(-1), expected)
+        residual = residual - layer.codebook.embed.double()[codes[:, i]].transpose(1, 2)
+
+
+def test_fewer_codebooks_decode_a_prefix_and_lower_the_rate():
+    rvq = trained_rvq()
+    x = torch.randn(2, 8, 10)
+    full = rvq.encode(x)
+    assert torch.equal(rvq.encode(x, n_q=2), full[:, :2])
+    assert rvq(x, n_q=2).bits_per_frame.item() == pytest.approx(2 * math.log2(16))
+    with pytest.raises(ValueError, match="n_q must be between 1 and 4"):
+        rvq.encode(x, n_q=5)
+
+
+def test_straight_through_gradient_is_the_identity():
+    rvq = trained_rvq().train()
+    x = torch.randn(2, 8, 10, requires_grad=True)
+    w = torch.randn(2, 8, 10)
+    (rvq(x).latent * w).sum().backward()
+    assert torch.equal(x.grad, w)
+
+
+def test_every_stage_commitment_reaches_the_input():
+    """Stage k's commitment = C(n_q=k) - C(n_q=k-1); each must have a gradient w.r.t. x."""
+    rvq = trained_rvq(n_q=4)   # eval mode: no dropout, no codebook updates, same residuals each call
+    x = torch.randn(2, 8, 10, requires_grad=True)
+    previous = torch.zeros(())
+    for k in range(1, 5):
+        total = rvq(x, n_q=k).losses["commitment"]
+        (grad,) = torch.autograd.grad(total - previous, x)
+        assert grad.abs().sum() > 0, f"stage {k} commitment does not reach the encoder"
+        previous = total.detach()
+
+
+def test_batch_dropout_draws_every_count_and_reports_its_rate():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(4, 4, 8, dropout=True)
+    seen = set()
+    for _ in range(60):
+        out = rvq(torch.randn(2, 4, 12))
+        n = out.codes.shape[1]
+        seen.add(n)
+        assert out.bits_per_frame.item() == pytest.approx(n * 3)
+    assert seen == {1, 2, 3, 4}
+
+
+def test_per_sample_dropout_masks_later_stages_per_sample():
+    torch.manual_seed(1)
+    rvq = ResidualVQ(4, 4, 8, dropout=True, dropout_per_sample=True)
+    rvq(torch.randn(16, 4, 12))             # k-means init
+    x = torch.randn(16, 4, 12)
+    torch.manual_seed(7)
+    active = torch.randint(1, 5, (16,))
+    torch.manual_seed(7)
+    out = rvq(x)
+    assert out.bits_per_frame.item() == pytest.approx(active.float().mean().item() * 3)
+    for b in range(16):   # sample b's latent is the sum of its first active[b] stages, taken from the codes
+        expected = sum(rvq.layers[i].decode(out.codes[b:b + 1, i]) for i in range(int(active[b])))
+        torch.testing.assert_close(out.latent[b:b + 1], expected, rtol=0, atol=1e-5)
+
+
+def test_training_learns_codebooks_that_reduce_error_stage_by_stage():
+    torch.manual_seed(2)
+    rvq = ResidualVQ(8, 4, 32, dropout=False)
+    data = torch.randn(8, 8, 40)
+    for _ in range(20):
+        rvq(data)
+    rvq.eval()
+    errors = [(rvq.decode(rvq.encode(data, n_q=k)) - data).pow(2).mean().item() for k in range(1, 5)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 0.5 * data.pow(2).mean().item()

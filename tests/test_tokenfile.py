@@ -1,0 +1,476 @@
+"""Token file container and its payload coders (codec/tokenfile.py, codec/entropy.py)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from codec import tokenfile
+from codec.entropy import (
+    PayloadError,
+    bits_per_code,
+    count_symbols,
+    entropy_model_id,
+    max_coded_symbols,
+    pack_codes,
+    probabilities_from_counts,
+    unpack_codes,
+)
+from codec.tokenfile import (
+    MAGIC,
+    TokenFileError,
+    TokenHeader,
+    decode_token_bytes,
+    encode_token_bytes,
+    read_token_file,
+    write_token_file,
+)
+
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+FAKE_ID = "feedfacefeedface"  # an entropy model id no real counts need to have
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def make_header(
+    channels: int = 1, n_q: int = 2, K: int = 1024, frames: int = 5, entropy_model: str = ""
+) -> TokenHeader:
+    return TokenHeader(
+        model_name="speech16k",
+        model_fingerprint="0123abcd",
+        model_sample_rate=16000,
+        sample_rate=44100,
+        channels=channels,
+        num_samples=frames * 320 + 7,
+        n_q=n_q,
+        codebook_size=K,
+        num_frames=frames,
+        entropy_model=entropy_model,
+    )
+
+
+def skewed_counts(rng: np.random.Generator, n_q: int, K: int) -> np.ndarray:
+    """(n_q, K) non-uniform counts with some zeros."""
+    counts = (rng.pareto(1.0, size=(n_q, K)) * 100).astype(np.int64)
+    counts[:, rng.integers(0, K, size=max(1, K // 4))] = 0
+    return counts
+
+
+def frame_bytes(header: bytes, payload: bytes, magic: bytes = MAGIC, version: int = 1) -> bytes:
+    """An independent writer of the documented layout (docs/token_format.md)."""
+    body = magic + bytes([version]) + struct.pack("<I", len(header)) + header
+    body += struct.pack("<Q", len(payload)) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def payload_of(data: bytes) -> bytes:
+    """The payload of a token file, found through the documented layout."""
+    (header_len,) = struct.unpack_from("<I", data, 5)
+    (payload_len,) = struct.unpack_from("<Q", data, 9 + header_len)
+    return data[17 + header_len : 17 + header_len + payload_len]
+
+
+def header_json(header: TokenHeader, **changes: object) -> bytes:
+    fields = dataclasses.asdict(header) | changes
+    return json.dumps(fields).encode()
+
+
+# ---------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("K", [2, 1000, 1024, 4096])
+@pytest.mark.parametrize("entropy_coded", [False, True])
+def test_file_round_trip_is_bit_exact(tmp_path, rng, channels, K, entropy_coded):
+    counts = skewed_counts(rng, 8, K)  # model has 8 codebooks; files use the first n_q
+    lookup = {entropy_model_id(counts): probabilities_from_counts(counts)}
+    for n_q in range(1, 9):
+        frames = int(rng.integers(1, 40))
+        codes = rng.integers(0, K, size=(channels, n_q, frames))
+        model_id = entropy_model_id(counts) if entropy_coded else ""
+        header = make_header(channels, n_q, K, frames, model_id)
+        probs = lookup[model_id] if entropy_coded else None
+        path = tmp_path / f"{n_q}.rvqt"
+        write_token_file(path, header, codes, stats_probs=probs)
+        got_header, got = read_token_file(path, probs_lookup=lookup)
+        assert got_header == header
+        assert got.dtype == np.int64 and got.shape == (channels, n_q, frames)
+        np.testing.assert_array_equal(got, codes)
+
+
+@pytest.mark.parametrize("entropy_coded", [False, True])
+def test_round_trip_with_no_frames(rng, entropy_coded):
+    counts = skewed_counts(rng, 2, 16)
+    model_id = entropy_model_id(counts) if entropy_coded else ""
+    probs = probabilities_from_counts(counts) if entropy_coded else None
+    header = make_header(2, 2, 16, 0, model_id)
+    data = encode_token_bytes(header, np.zeros((2, 2, 0), dtype=np.int64), probs)
+    got_header, got = decode_token_bytes(data, {model_id: probs})
+    assert got_header == header and got.shape == (2, 2, 0)
+
+
+def test_lookup_may_be_a_function(rng):
+    counts = skewed_counts(rng, 3, 100)
+    probs = probabilities_from_counts(counts)
+    codes = rng.integers(0, 100, size=(1, 3, 20))
+    header = make_header(1, 3, 100, 20, entropy_model_id(counts))
+    data = encode_token_bytes(header, codes, probs)
+    _, got = decode_token_bytes(data, lambda name: probs if name == header.entropy_model else None)
+    np.testing.assert_array_equal(got, codes)
+
+
+def test_written_bytes_follow_the_documented_layout(rng):
+    header = make_header(1, 2, 1000, 7)
+    codes = rng.integers(0, 1000, size=(1, 2, 7))
+    expected = frame_bytes(tokenfile._header_to_bytes(header), pack_codes(codes, 1000))
+    assert encode_token_bytes(header, codes) == expected
+    assert expected[:5] == b"RVQT\x01"
+
+
+# ---------------------------------------------------------------- bit-packing
+
+
+def slow_pack(codes: np.ndarray, K: int) -> bytes:
+    """Reference: codes as MSB-first bit strings, concatenated, zero-padded to a byte."""
+    bits = "".join(format(int(c), f"0{bits_per_code(K)}b") for c in codes.ravel())
+    bits += "0" * (-len(bits) % 8)
+    return bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+
+
+@pytest.mark.parametrize("K", [2, 3, 1000, 1024, 4096, 2**20])
+def test_pack_matches_slow_reference_and_unpacks(rng, K):
+    codes = rng.integers(0, K, size=(2, 3, 11))
+    packed = pack_codes(codes, K)
+    assert packed == slow_pack(codes, K)
+    assert len(packed) == -(-codes.size * bits_per_code(K) // 8)
+    np.testing.assert_array_equal(unpack_codes(packed, codes.shape, K), codes)
+
+
+def test_bits_per_code():
+    sizes = (2, 3, 4, 1000, 1024, 1025, 4096)
+    assert [bits_per_code(k) for k in sizes] == [1, 2, 2, 10, 10, 11, 12]
+
+
+def test_unpack_rejects_codes_beyond_codebook():
+    data = slow_pack(np.array([1023, 0]), 1024)  # 10-bit codes, 1023 >= K = 1000
+    with pytest.raises(PayloadError, match=r"must lie in \[0, 1000\)"):
+        unpack_codes(data, (2,), 1000)
+
+
+def test_unpack_rejects_padding_bits():
+    with pytest.raises(PayloadError, match="padding"):
+        unpack_codes(b"\x81", (1,), 4)  # code 0b10, then padding 000001
+
+
+# ---------------------------------------------------------------- statistics and entropy coding
+
+
+def test_probabilities_are_laplace_smoothed_and_positive():
+    counts = np.array([[0, 0, 0, 0], [5, 0, 3, 0], [10**12, 0, 0, 0]])
+    probs = probabilities_from_counts(counts)
+    assert probs.dtype == np.float64 and np.all(probs > 0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    np.testing.assert_allclose(probs[1], [6 / 12, 1 / 12, 4 / 12, 1 / 12])
+    np.testing.assert_allclose(probs[0], 0.25)
+
+
+def test_count_symbols_matches_loop(rng):
+    codes = rng.integers(0, 7, size=(2, 3, 50))
+    expected = np.zeros((3, 7), dtype=np.int64)
+    for c, q, f in np.ndindex(codes.shape):
+        expected[q, codes[c, q, f]] += 1
+    np.testing.assert_array_equal(count_symbols(codes, 7), expected)
+
+
+def test_entropy_model_id_names_the_counts():
+    counts = np.arange(12).reshape(3, 4)
+    model_id = entropy_model_id(counts)
+    assert len(model_id) == 16 and int(model_id, 16) >= 0
+    assert model_id == entropy_model_id(counts.astype(np.int32))
+    assert model_id != entropy_model_id(counts + np.eye(3, 4, dtype=np.int64))
+    assert model_id != entropy_model_id(counts.reshape(2, 6))  # same bytes, other shape
+
+
+def test_entropy_coding_beats_bit_packing_on_zipf_codes(rng):
+    K, n_q, frames = 1024, 4, 20_000
+    codes = (rng.zipf(1.3, size=(1, n_q, frames)) - 1) % K  # (1, n_q, F)
+    counts = count_symbols(codes, K)
+    probs = probabilities_from_counts(counts)
+    header = make_header(1, n_q, K, frames, entropy_model_id(counts))
+    coded = encode_token_bytes(header, codes, probs)
+    packed = encode_token_bytes(dataclasses.replace(header, entropy_model=""), codes)
+    assert len(coded) < 0.7 * len(packed)
+    # the range coder spends what the model says, give or take quantisation and a final word
+    cross_entropy_bits = -np.log2(np.take_along_axis(probs, codes[0], axis=1)).sum()
+    assert 8 * len(payload_of(coded)) <= 1.01 * cross_entropy_bits + 64
+
+
+def test_extremely_skewed_stats_stay_within_the_reader_bound():
+    counts = np.array([[10**15, 0]])  # p(0) ~ 1: capped at 0.98 by the coder
+    frames = 200_000
+    header = make_header(1, 1, 2, frames, entropy_model_id(counts))
+    probs = probabilities_from_counts(counts)
+    data = encode_token_bytes(header, np.zeros((1, 1, frames), dtype=np.int64), probs)
+    assert frames <= max_coded_symbols(len(payload_of(data)))
+    _, codes = decode_token_bytes(data, {header.entropy_model: probs})
+    assert not codes.any()
+
+
+# ---------------------------------------------------------------- reader errors
+
+
+@pytest.fixture
+def packed_file(rng) -> bytes:
+    return encode_token_bytes(make_header(1, 2, 1000, 5), rng.integers(0, 1000, size=(1, 2, 5)))
+
+
+@pytest.fixture
+def coded_file(rng) -> tuple[bytes, dict[str, np.ndarray]]:
+    counts = skewed_counts(rng, 2, 16)
+    header = make_header(2, 2, 16, 6, entropy_model_id(counts))
+    probs = probabilities_from_counts(counts)
+    data = encode_token_bytes(header, rng.integers(0, 16, size=(2, 2, 6)), probs)
+    return data, {header.entropy_model: probs}
+
+
+def test_wrong_magic(packed_file):
+    with pytest.raises(TokenFileError, match="bad magic"):
+        decode_token_bytes(b"RIFF" + packed_file[4:])
+
+
+def test_future_version(packed_file):
+    data = packed_file[:4] + b"\x02" + packed_file[5:]
+    with pytest.raises(TokenFileError, match="version 2 is newer"):
+        decode_token_bytes(data)
+
+
+def test_version_zero(packed_file):
+    with pytest.raises(TokenFileError, match="unsupported token file format version 0"):
+        decode_token_bytes(packed_file[:4] + b"\x00" + packed_file[5:])
+
+
+def test_header_claiming_more_than_the_file(packed_file):
+    data = packed_file[:5] + struct.pack("<I", 60_000) + packed_file[9:]
+    with pytest.raises(TokenFileError, match="header claims 60000 bytes but the file ends"):
+        decode_token_bytes(data)
+
+
+def test_header_longer_than_limit(packed_file):
+    data = packed_file[:5] + struct.pack("<I", 2**32 - 1) + packed_file[9:]
+    with pytest.raises(TokenFileError, match="exceeds the limit"):
+        decode_token_bytes(data)
+
+
+def test_payload_claiming_more_than_the_file(rng):
+    header = make_header(1, 2, 1000, 5)
+    data = frame_bytes(tokenfile._header_to_bytes(header), b"")
+    at = 9 + len(tokenfile._header_to_bytes(header))
+    data = data[:at] + struct.pack("<Q", 2**63) + data[at + 8 :]
+    with pytest.raises(TokenFileError, match="payload claims 9223372036854775808 bytes"):
+        decode_token_bytes(data)
+
+
+def test_trailing_garbage(packed_file):
+    with pytest.raises(TokenFileError, match="3 bytes of trailing garbage"):
+        decode_token_bytes(packed_file + b"abc")
+
+
+def test_bad_checksum(packed_file):
+    data = packed_file[:-1] + bytes([packed_file[-1] ^ 0xFF])
+    with pytest.raises(TokenFileError, match="checksum mismatch"):
+        decode_token_bytes(data)
+
+
+def test_missing_stats_names_the_entropy_model(coded_file):
+    data, lookup = coded_file
+    (model_id,) = lookup
+    with pytest.raises(TokenFileError, match=f"entropy model '{model_id}'.*not supplied"):
+        decode_token_bytes(data)
+    other = {FAKE_ID: next(iter(lookup.values()))}
+    with pytest.raises(TokenFileError, match=f"entropy model '{model_id}'.*not supplied"):
+        decode_token_bytes(data, other)
+
+
+def test_stats_of_wrong_shape(coded_file):
+    data, lookup = coded_file
+    (model_id,) = lookup
+    message = r"has shape \(2, 8\); the file needs at least \(2, 16\)"
+    with pytest.raises(TokenFileError, match=message):
+        decode_token_bytes(data, {model_id: np.full((2, 8), 1 / 8)})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"n_q": -1}, r"'n_q' = -1 is outside"),
+        ({"channels": True}, "'channels' must be int"),
+        ({"num_frames": 5.0}, "'num_frames' must be int"),
+        ({"model_name": 3}, "'model_name' must be str"),
+        ({"codebook_size": 1}, "'codebook_size' = 1 is outside"),
+        ({"channels": 256, "n_q": 256, "num_frames": 2**30}, "more than 2147483648"),
+    ],
+)
+def test_header_fields_are_validated(changes, message):
+    data = frame_bytes(header_json(make_header(), **changes), b"")
+    with pytest.raises(TokenFileError, match=message):
+        decode_token_bytes(data)
+
+
+def test_header_missing_field():
+    fields = dataclasses.asdict(make_header())
+    del fields["num_samples"]
+    with pytest.raises(TokenFileError, match="missing fields: num_samples"):
+        decode_token_bytes(frame_bytes(json.dumps(fields).encode(), b""))
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b"[1, 2]", b"[" * 60_000])
+def test_header_not_a_json_object(raw):
+    with pytest.raises(TokenFileError, match="header"):
+        decode_token_bytes(frame_bytes(raw, b""))
+
+
+def test_bit_packed_payload_of_wrong_size():
+    data = frame_bytes(header_json(make_header(1, 2, 1000, 5)), bytes(12))  # needs 13
+    with pytest.raises(TokenFileError, match="bit-packed payload is 12 bytes.*need exactly 13"):
+        decode_token_bytes(data)
+
+
+def test_entropy_coded_header_claiming_too_many_codes():
+    header = make_header(1, 8, 1024, 2**20, FAKE_ID)
+    data = frame_bytes(header_json(header), bytes(8))
+    with pytest.raises(TokenFileError, match="holds at most 8192"):
+        decode_token_bytes(data, {FAKE_ID: np.full((8, 1024), 1 / 1024)})
+
+
+def test_entropy_coded_garbage_payload(rng):
+    header = make_header(1, 1, 16, 4, FAKE_ID)
+    payload = rng.integers(0, 256, size=64, dtype=np.uint8).tobytes()
+    with pytest.raises(TokenFileError, match="entropy-coded payload"):
+        decode_token_bytes(frame_bytes(header_json(header), payload), {FAKE_ID: np.full((1, 16), 0.1)})
+
+
+# ---------------------------------------------------------------- fuzzing
+
+
+def small_files() -> list[bytes]:
+    rng = np.random.default_rng(7)
+    counts = skewed_counts(rng, 2, 5)
+    coded = make_header(2, 2, 5, 3, entropy_model_id(counts))
+    return [
+        encode_token_bytes(make_header(1, 1, 3, 3), rng.integers(0, 3, size=(1, 1, 3))),
+        encode_token_bytes(
+            coded, rng.integers(0, 5, size=(2, 2, 3)), probabilities_from_counts(counts)
+        ),
+    ]
+
+
+@pytest.mark.parametrize("data", small_files(), ids=["packed", "coded"])
+def test_every_truncation_is_rejected(data):
+    for end in range(len(data)):
+        with pytest.raises(TokenFileError):
+            decode_token_bytes(data[:end])
+
+
+@pytest.mark.parametrize("data", small_files(), ids=["packed", "coded"])
+def test_every_single_bit_flip_is_rejected(data):
+    flipped = bytearray(data)
+    for bit in range(8 * len(data)):
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(TokenFileError):
+            decode_token_bytes(bytes(flipped))
+        flipped[bit // 8] ^= 1 << (bit % 8)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_token_file_error(data):
+    with pytest.raises(TokenFileError):
+        decode_token_bytes(data)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_bytes_after_magic_raise_only_token_file_error(data):
+    with pytest.raises(TokenFileError):
+        decode_token_bytes(MAGIC + b"\x01" + data)
+
+
+json_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@FUZZ
+@given(
+    changes=st.dictionaries(
+        st.sampled_from([f.name for f in dataclasses.fields(TokenHeader)]), json_values, max_size=3
+    ),
+    payload=st.binary(max_size=64),
+)
+def test_forged_headers_and_payloads_decode_or_raise_token_file_error(changes, payload):
+    """With a valid checksum, any header and payload either decode consistently or are rejected."""
+    lookup = {FAKE_ID: np.full((8, 1024), 1 / 1024)}
+    base = make_header(2, 2, 1024, 3, FAKE_ID)
+    try:
+        data = frame_bytes(header_json(base, **changes), payload)
+        header, codes = decode_token_bytes(data, lookup)
+    except TokenFileError:
+        return
+    assert codes.shape == header.codes_shape
+    assert codes.size == 0 or (codes.min() >= 0 and codes.max() < header.codebook_size)
+
+
+# ---------------------------------------------------------------- writer
+
+
+def test_writer_rejects_inconsistent_arguments(rng):
+    header = make_header(1, 2, 16, 4)
+    with pytest.raises(ValueError, match="header says"):
+        encode_token_bytes(header, np.zeros((1, 3, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 16\)"):
+        encode_token_bytes(header, np.full((1, 2, 4), 16))
+    with pytest.raises(ValueError, match="entropy_model must be set exactly when"):
+        encode_token_bytes(header, np.zeros((1, 2, 4), dtype=np.int64), np.full((2, 16), 1 / 16))
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, rng, failing):
+    def boom(*args: object) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(tokenfile.os, failing, boom)
+    with pytest.raises(OSError, match="disk on fire"):
+        codes = rng.integers(0, 1024, size=(1, 2, 5))
+        write_token_file(tmp_path / "out.rvqt", make_header(), codes)
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_overwrite_keeps_the_old_file(tmp_path, monkeypatch, rng):
+    path = tmp_path / "out.rvqt"
+    codes = rng.integers(0, 1024, size=(1, 2, 5))
+    write_token_file(path, make_header(), codes)
+    old = path.read_bytes()
+    def refuse(*args: object) -> None:
+        raise OSError("nope")
+
+    monkeypatch.setattr(tokenfile.os, "replace", refuse)
+    with pytest.raises(OSError):
+        write_token_file(path, make_header(), codes + 1)
+    assert path.read_bytes() == old and os.listdir(tmp_path) == ["out.rvqt"]
