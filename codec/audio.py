@@ -1,0 +1,187 @@
+"""Audio file I/O and resampling.
+
+Every tensor here is laid out channels first: ``(C, T)`` float32 in [-1, 1].
+Reading goes through soundfile, so any format libsndfile reads works (WAV, FLAC,
+Ogg Vorbis/Opus, MP3, AIFF, ...). Writing picks the format from the file suffix
+and is atomic: a temporary file in the same folder is renamed over the target,
+so an interrupted or failed save never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+# Suffixes whose libsndfile format name differs from the upper-cased suffix.
+_SUFFIX_FORMATS = {
+    ".aif": ("AIFF", None),
+    ".oga": ("OGG", "VORBIS"),
+    ".ogg": ("OGG", "VORBIS"),
+    ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+}
+
+
+class AudioError(ValueError):
+    """A file that cannot be read or written as audio, or samples that are not audio."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    frames: int  # samples per channel
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def audio_suffixes() -> frozenset[str]:
+    """Lower-case file suffixes (with the dot) that soundfile can read here."""
+    names = {f".{name.lower()}" for name in sf.available_formats()}
+    return frozenset(names | set(_SUFFIX_FORMATS))
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(f"no such audio file: {path}")
+    if not path.is_file():
+        raise AudioError(f"not a file: {path}")
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Sample rate, length and channel count, read from the header only."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"cannot read {path} as audio: {err}") from None
+    return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))
+
+
+def load_audio(
+    path: str | os.PathLike, start: int = 0, frames: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """Read ``frames`` samples per channel from ``start`` (all when None).
+
+    Returns ``(wav, sample_rate)`` with wav a float32 tensor ``(C, T)``.
+    Raises AudioError for a missing file, a file that is not audio, no samples
+    (an empty file, or a window past its end) and NaN or infinite samples.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        data, sample_rate = sf.read(
+            str(path), start=start, frames=-1 if frames is None else frames,
+            dtype="float32", always_2d=True,
+        )
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"cannot read {path} as audio: {err}") from None
+    if data.size == 0:
+        raise AudioError(f"{path} contains no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path} contains NaN or infinite samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
+
+
+def resample(wav: torch.Tensor, from_sr: int, to_sr: int) -> torch.Tensor:
+    """Band-limited resampling along the last axis; ``wav`` is returned as is when the rates match.
+
+    ``(..., T) -> (..., ceil(T * to_sr / from_sr))``.
+    """
+    from_sr, to_sr = _rate(from_sr), _rate(to_sr)
+    if from_sr == to_sr:
+        return wav
+    return AF.resample(wav, from_sr, to_sr)
+
+
+def resampled_length(frames: int, from_sr: int, to_sr: int) -> int:
+    """Length that ``resample`` gives for ``frames`` input samples."""
+    from_sr, to_sr = _rate(from_sr), _rate(to_sr)
+    if from_sr == to_sr:
+        return frames
+    g = math.gcd(from_sr, to_sr)
+    return -(-frames * (to_sr // g) // (from_sr // g))
+
+
+def _rate(sample_rate: int) -> int:
+    if int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise AudioError(f"sample rate must be a positive integer, got {sample_rate!r}")
+    return int(sample_rate)
+
+
+def to_mono(wav: torch.Tensor, channel: int | None = None) -> torch.Tensor:
+    """``(C, T) -> (1, T)``: the mean of all channels, or only ``channel``."""
+    if wav.dim() != 2:
+        raise AudioError(f"expected audio shaped (C, T), got {tuple(wav.shape)}")
+    if channel is None:
+        return wav.mean(dim=0, keepdim=True)
+    if not -wav.shape[0] <= channel < wav.shape[0]:
+        raise AudioError(f"channel {channel} out of range for audio with {wav.shape[0]} channel(s)")
+    return wav[channel].unsqueeze(0)
+
+
+def _format_for(path: Path) -> tuple[str, str | None]:
+    suffix = path.suffix.lower()
+    if suffix in _SUFFIX_FORMATS:
+        return _SUFFIX_FORMATS[suffix]
+    name = suffix.lstrip(".").upper()
+    if not name or name not in sf.available_formats():
+        raise AudioError(f"cannot tell the audio format from the suffix of {path}")
+    return name, None
+
+
+def save_audio(
+    path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str | None = None
+) -> None:
+    """Write ``wav`` ``(C, T)`` (or ``(T,)`` for mono) in the format named by the suffix.
+
+    ``subtype`` is a soundfile subtype such as "PCM_16" or "FLOAT"; the default is
+    the format's own (PCM_16 for WAV and FLAC). Samples are clipped to [-1, 1]
+    for integer subtypes. The file appears complete or not at all.
+    """
+    path = Path(path)
+    fmt, default_subtype = _format_for(path)
+    subtype = subtype or default_subtype
+    wav = torch.as_tensor(wav).detach().to("cpu", torch.float32)
+    if wav.dim() == 1:
+        wav = wav.unsqueeze(0)
+    if wav.dim() != 2 or wav.shape[0] == 0 or wav.shape[1] == 0:
+        raise AudioError(f"expected non-empty audio shaped (C, T), got {tuple(wav.shape)}")
+    if not torch.isfinite(wav).all():
+        raise AudioError("refusing to save NaN or infinite samples")
+    if not path.parent.is_dir():
+        raise AudioError(f"folder does not exist: {path.parent}")
+    sample_rate = _rate(sample_rate)
+    if subtype is None or not ("FLOAT" in subtype or "DOUBLE" in subtype):
+        wav = wav.clamp(-1.0, 1.0)
+    tmp = _create_temp_beside(path)
+    try:
+        sf.write(tmp, wav.numpy().T, sample_rate, subtype=subtype, format=fmt)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, (sf.LibsndfileError, RuntimeError, TypeError, ValueError)):
+            raise AudioError(f"cannot write {path}: {err}") from None
+        raise
+
+
+def _create_temp_beside(path: Path) -> str:
+    """An empty new file next to ``path`` with the same suffix and the usual (umask) mode."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(tmp)
+    raise AudioError(f"cannot create a temporary file next to {path}")

@@ -1,0 +1,239 @@
+"""Training and validation data: fixed-length crops of audio files at the model's rate.
+
+A dataset is either a folder (searched recursively for anything soundfile reads)
+or a manifest CSV as written by ``tools/make_corpus.py`` (columns ``path``
+relative to the CSV's folder, and optionally ``split``, ``kind``, ``synthetic``).
+A folder that holds a ``manifest.csv`` is read through it.
+
+Splits never overlap: the manifest's ``split`` column decides, else a stable
+hash of the file's path relative to the root (``stable_split``). Every file gives
+``max(1, length // segment)`` items per epoch, so long files are seen in
+proportion to their length. Training items are random crops with a random gain,
+drawn from a generator seeded by ``(seed, epoch, index)``; other splits give
+the file's consecutive segments, unchanged, in a fixed order.
+"""
+from __future__ import annotations
+
+import bisect
+import csv
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from codec.audio import AudioError, audio_info, audio_suffixes, load_audio, resample, resampled_length, to_mono
+
+SPLITS = ("train", "valid", "test")
+MANIFEST_NAME = "manifest.csv"
+# Source samples read on each side of a window when not caching: well beyond the
+# reach of torchaudio's default resampling kernel (6 zero crossings of the lower rate).
+_RESAMPLE_MARGIN = 256
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be built: no files, no files in the split, bad manifest."""
+
+
+def stable_hash(key: str) -> float:
+    """A number in [0, 1) that depends only on ``key`` (the same on every machine and run)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def stable_split(key: str, valid_fraction: float = 0.03, test_fraction: float = 0.0) -> str:
+    """"train", "valid" or "test" for ``key``: "test" with probability test_fraction, and so on."""
+    u = stable_hash(key)
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + valid_fraction:
+        return "valid"
+    return "train"
+
+
+@dataclass
+class DataConfig:
+    root: str = "data"                      # folder (recursive) or manifest CSV
+    sample_rate: int = 16000                # the model's rate; files are resampled to it
+    segment_seconds: float = 1.0            # crop length
+    pad_short: bool = True                  # True: zero-pad short files; False: skip them
+    channel: int | None = None              # None: mean of the channels; else that channel
+    gain_db: tuple[float, float] = (-12.0, 0.0)  # random gain range for training crops
+    valid_fraction: float = 0.03            # hash split, used where no manifest split exists
+    test_fraction: float = 0.0
+    seed: int = 0
+    split: str = "train"                    # which split a dataset serves by default
+    kinds: tuple[str, ...] = ()             # manifest "kind" filter, e.g. ("speech",); () keeps all
+    synthetic: bool = True                  # keep manifest rows marked synthetic=1
+    cache: bool = True                      # keep each resampled file in memory after first use
+
+    @property
+    def segment_length(self) -> int:
+        return int(round(self.segment_seconds * self.sample_rate))
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    source_rate: int
+    frames: int  # length at the model's rate
+
+
+def _manifest_path(root: Path) -> Path | None:
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return root
+    if root.is_dir() and (root / MANIFEST_NAME).is_file():
+        return root / MANIFEST_NAME
+    return None
+
+
+def _read_manifest(manifest: Path, config: DataConfig, split: str) -> list[Path]:
+    with open(manifest, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "path" not in rows[0]:
+        raise DatasetError(f"{manifest} has no 'path' column")
+    paths = []
+    for row in rows:
+        if config.kinds and row.get("kind") not in config.kinds:
+            continue
+        if not config.synthetic and row.get("synthetic", "0").strip() in ("1", "true", "True"):
+            continue
+        row_split = row.get("split") or stable_split(
+            Path(row["path"]).as_posix(), config.valid_fraction, config.test_fraction)
+        if row_split == split:
+            paths.append(manifest.parent / row["path"])
+    return paths
+
+
+def _scan_folder(root: Path, config: DataConfig, split: str) -> list[Path]:
+    suffixes = audio_suffixes()
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # hidden files, including temporaries of interrupted writes
+        if path.suffix.lower() in suffixes and path.is_file():
+            found.append(path)
+    if not found:
+        raise DatasetError(f"no audio files found under {root}")
+    return [p for p in found
+            if stable_split(p.relative_to(root).as_posix(), config.valid_fraction, config.test_fraction) == split]
+
+
+def list_clips(config: DataConfig, split: str) -> list[Clip]:
+    """The clips of ``split``, with their lengths at the model's rate (headers only are read)."""
+    if split not in SPLITS:
+        raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
+    root = Path(config.root)
+    if not root.exists():
+        raise DatasetError(f"no such dataset folder or manifest: {root}")
+    manifest = _manifest_path(root)
+    paths = _read_manifest(manifest, config, split) if manifest else _scan_folder(root, config, split)
+    if not paths:
+        raise DatasetError(f"no audio files in split {split!r} of {root}")
+    clips = []
+    for path in paths:
+        info = audio_info(path)
+        if info.frames == 0:
+            raise AudioError(f"{path} contains no samples")
+        clips.append(Clip(path, info.sample_rate,
+                          resampled_length(info.frames, info.sample_rate, config.sample_rate)))
+    return clips
+
+
+class AudioDataset(Dataset):
+    """Crops ``(1, segment_length)`` float32 of the clips of one split.
+
+    ``split`` defaults to ``config.split``. Call ``set_epoch`` before each
+    training epoch for fresh crops; the same (seed, epoch, index) always gives
+    the same crop and gain. DataLoader workers copy the dataset when an epoch's
+    iteration starts, so ``set_epoch`` reaches them unless ``persistent_workers``
+    is on.
+    """
+
+    def __init__(self, config: DataConfig, split: str | None = None):
+        self.config = config
+        self.split = split or config.split
+        self.length = config.segment_length
+        if self.length <= 0:
+            raise DatasetError(f"segment_seconds must be positive, got {config.segment_seconds}")
+        clips = list_clips(config, self.split)
+        if not config.pad_short:
+            clips = [c for c in clips if c.frames >= self.length]
+            if not clips:
+                raise DatasetError(
+                    f"every file in split {self.split!r} of {config.root} is shorter than "
+                    f"{config.segment_seconds} s and pad_short is off")
+        self.clips = clips
+        counts = [max(1, c.frames // self.length) for c in clips]
+        self._starts = np.cumsum([0] + counts).tolist()  # item offsets of each clip
+        self._cache: dict[int, torch.Tensor] = {}
+        self.epoch = 0
+
+    @property
+    def random_crops(self) -> bool:
+        return self.split == "train"
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(clip number, segment number within the clip)`` of an item."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        clip = bisect.bisect_right(self._starts, index) - 1
+        return clip, index - self._starts[clip]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        clip_no, segment = self.locate(index)
+        frames = self.clips[clip_no].frames
+        if self.random_crops:
+            rng = np.random.default_rng([self.config.seed, self.epoch, index])
+            start = int(rng.integers(0, max(0, frames - self.length) + 1))
+            gain_db = rng.uniform(*self.config.gain_db) if self.config.gain_db else 0.0
+        else:
+            start, gain_db = segment * self.length, 0.0
+        crop = self.read(clip_no, start, min(self.length, frames - start))  # (1, <= L)
+        crop = F.pad(crop, (0, self.length - crop.shape[-1]))
+        if gain_db:
+            crop = crop * 10.0 ** (gain_db / 20.0)
+        return crop.contiguous()
+
+    def read(self, clip_no: int, start: int, length: int) -> torch.Tensor:
+        """Samples ``[start, start + length)`` of a clip at the model's rate, ``(1, length)``."""
+        if self.config.cache:
+            if clip_no not in self._cache:
+                self._cache[clip_no] = self._load(self.clips[clip_no])
+            return self._cache[clip_no][:, start:start + length]
+        return self._read_window(self.clips[clip_no], start, length)
+
+    def _load(self, clip: Clip) -> torch.Tensor:
+        wav, sr = load_audio(clip.path)
+        return resample(to_mono(wav, self.config.channel), sr, self.config.sample_rate)
+
+    def _read_window(self, clip: Clip, start: int, length: int) -> torch.Tensor:
+        """Reads only the source samples a window needs (plus a margin for the resampling filter)."""
+        src, dst = clip.source_rate, self.config.sample_rate
+        g = math.gcd(src, dst)
+        src_unit, dst_unit = src // g, dst // g  # src_unit source samples <-> dst_unit output samples
+        margin = -(-_RESAMPLE_MARGIN // src_unit) if src != dst else 0
+        block = max(0, start // dst_unit - margin)
+        first = block * src_unit
+        last = -(-(start + length) * src_unit // dst_unit) + margin * src_unit
+        wav, sr = load_audio(clip.path, start=first, frames=last - first)
+        wav = resample(to_mono(wav, self.config.channel), sr, dst)
+        offset = start - block * dst_unit
+        return wav[:, offset:offset + length]
+
+
+
+def make_datasets(config: DataConfig) -> tuple[AudioDataset, AudioDataset]:
+    """The training dataset and its validation twin."""
+    return AudioDataset(config, "train"), AudioDataset(config, "valid")
+

@@ -1,0 +1,306 @@
+"""Datasets: crop lengths, short clips, reproducible crops, disjoint splits, downmix, resampling."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from codec.audio import load_audio, resample, save_audio
+from codec.data import AudioDataset, DataConfig, DatasetError, make_datasets, stable_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, wav: torch.Tensor, sample_rate: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_audio(path, wav, sample_rate, subtype="FLOAT" if path.suffix == ".wav" else None)  # exact
+    return path
+
+
+def sine(freq: float, sample_rate: int, seconds: float, channels: int = 1) -> torch.Tensor:
+    t = torch.arange(int(round(seconds * sample_rate)), dtype=torch.float64) / sample_rate
+    return (0.5 * torch.sin(2 * math.pi * freq * t)).float().expand(channels, -1).clone()
+
+
+def config(root: Path, **overrides) -> DataConfig:
+    """Everything in the training split unless a test asks otherwise."""
+    base = dict(root=str(root), sample_rate=16000, segment_seconds=0.5, valid_fraction=0.0,
+                gain_db=(), seed=0)
+    return DataConfig(**{**base, **overrides})
+
+
+@pytest.fixture
+def speech_folder(tmp_path, speech_clips) -> Path:
+    """The real speech clips, one in a subfolder and one as FLAC, to exercise the recursive scan."""
+    folder = tmp_path / "speech"
+    for n, clip in enumerate(speech_clips):
+        wav, sr = load_audio(clip)
+        name = ["a.wav", "sub/b.flac", "c.wav"][n]
+        write(folder / name, wav, sr)
+    return folder
+
+
+# ------------------------------------------------------------------- crops
+
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_crops_have_the_segment_length(speech_folder, split):
+    cfg = config(speech_folder, valid_fraction=1.0 if split == "valid" else 0.0)
+    ds = AudioDataset(cfg, split)
+    assert len(ds.clips) == 3
+    # each clip gives floor(length / segment) items: clips are 4.85, 4.75 and 3.91 s long
+    assert len(ds) == sum(c.frames // 8000 for c in ds.clips) == 9 + 9 + 7
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item.shape == (1, 8000) and item.dtype == torch.float32
+
+
+def test_valid_crops_are_consecutive_segments_without_gain(speech_folder):
+    ds = AudioDataset(config(speech_folder, valid_fraction=1.0, gain_db=(-6.0, 6.0)), "valid")
+    whole, _ = load_audio(ds.clips[0].path)
+    assert torch.equal(ds[0], whole[:, :8000]) and torch.equal(ds[1], whole[:, 8000:16000])
+
+
+def test_train_crop_is_a_window_of_the_file(speech_folder):
+    ds = AudioDataset(config(speech_folder))
+    whole, _ = load_audio(ds.clips[0].path)
+    crop = ds[0][0]
+    starts = torch.nonzero(whole[0, :-7999] == crop[0]).flatten().tolist()
+    assert any(torch.equal(whole[0, s:s + 8000], crop) for s in starts)
+
+
+def test_gain_stays_in_range(tmp_path):
+    write(tmp_path / "dc.wav", torch.full((1, 16000), 0.5), 16000)
+    ds = AudioDataset(config(tmp_path, gain_db=(-12.0, -3.0), segment_seconds=0.25))
+    gains_db = []
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item = ds[i]
+            assert torch.allclose(item, item[0, 0].expand_as(item))
+            gains_db.append(20 * math.log10(item[0, 0].item() / 0.5))
+    assert min(gains_db) >= -12.0 - 1e-4 and max(gains_db) <= -3.0 + 1e-4
+    assert max(gains_db) - min(gains_db) > 3.0  # not one fixed gain
+
+
+# -------------------------------------------------------------- short clips
+
+def short_and_long(folder: Path) -> Path:
+    write(folder / "short.wav", sine(440, 16000, 0.2), 16000)
+    write(folder / "long.wav", sine(440, 16000, 1.0), 16000)
+    return folder
+
+
+def test_short_clips_are_zero_padded(tmp_path):
+    ds = AudioDataset(config(short_and_long(tmp_path), pad_short=True, valid_fraction=1.0), "valid")
+    assert len(ds) == 1 + 2
+    number = [c.path.name for c in ds.clips].index("short.wav")
+    item = ds[next(i for i in range(len(ds)) if ds.locate(i) == (number, 0))]
+    assert item.shape == (1, 8000)
+    assert torch.equal(item[:, :3200], sine(440, 16000, 0.2)) and not item[:, 3200:].any()
+
+
+def test_short_clips_are_skipped(tmp_path):
+    ds = AudioDataset(config(short_and_long(tmp_path), pad_short=False))
+    assert [c.path.name for c in ds.clips] == ["long.wav"] and len(ds) == 2
+
+
+def test_only_short_clips_and_no_padding_is_an_error(tmp_path):
+    write(tmp_path / "short.wav", sine(440, 16000, 0.2), 16000)
+    with pytest.raises(DatasetError, match="shorter than 0.5 s and pad_short is off"):
+        AudioDataset(config(tmp_path, pad_short=False))
+
+
+# ----------------------------------------------------------- reproducibility
+
+def items(ds: AudioDataset) -> torch.Tensor:
+    return torch.stack([ds[i] for i in range(len(ds))])
+
+
+def test_same_seed_and_epoch_give_the_same_crops(speech_folder):
+    cfg = config(speech_folder, gain_db=(-6.0, 0.0), segment_seconds=0.3)
+    a, b = AudioDataset(cfg), AudioDataset(cfg)
+    assert torch.equal(items(a), items(b))
+    b.set_epoch(1)
+    assert not torch.equal(items(a), items(b))
+    a.set_epoch(1)
+    assert torch.equal(items(a), items(b))
+    c = AudioDataset(config(speech_folder, gain_db=(-6.0, 0.0), segment_seconds=0.3, seed=1))
+    assert not torch.equal(items(a), items(c))
+
+
+def test_crops_do_not_depend_on_order_or_worker(speech_folder):
+    ds = AudioDataset(config(speech_folder, gain_db=(-6.0, 0.0)))
+    expected = items(ds)
+    fresh = AudioDataset(ds.config)
+    assert torch.equal(torch.stack([fresh[i] for i in reversed(range(len(fresh)))]), expected.flip(0))
+    loader = DataLoader(AudioDataset(ds.config), batch_size=4, num_workers=2)
+    assert torch.equal(torch.cat(list(loader)), expected)
+
+
+def test_cached_and_windowed_reads_agree(tmp_path, speech_wav):
+    wav, _ = load_audio(speech_wav)
+    write(tmp_path / "speech44k.wav", resample(wav, 16000, 44100), 44100)
+    cached = AudioDataset(config(tmp_path, cache=True, gain_db=(-3.0, 0.0)))
+    windowed = AudioDataset(config(tmp_path, cache=False, gain_db=(-3.0, 0.0)))
+    assert torch.allclose(items(cached), items(windowed), atol=1e-5)
+
+
+# ------------------------------------------------------------------- splits
+
+def test_hash_splits_are_disjoint_and_cover_every_file(tmp_path):
+    for n in range(60):
+        write(tmp_path / f"d{n % 3}" / f"clip{n}.wav", torch.zeros(1, 400), 16000)
+    cfg = config(tmp_path, valid_fraction=0.2, test_fraction=0.1, segment_seconds=0.01)
+    train, valid, test = ({c.path for c in AudioDataset(cfg, s).clips} for s in ("train", "valid", "test"))
+    assert train and valid and test
+    assert not (train & valid) and not (train & test) and not (valid & test)
+    assert len(train | valid | test) == 60
+    again = {c.path for c in make_datasets(cfg)[1].clips}
+    assert again == valid
+
+
+def test_manifest_split_column_decides(tmp_path):
+    rows = []
+    for n, split in enumerate(["train", "train", "valid", "test"]):
+        write(tmp_path / "audio" / f"{n}.wav", torch.zeros(1, 1600), 16000)
+        rows.append({"path": f"audio/{n}.wav", "kind": "speech", "synthetic": "0", "split": split})
+    write(tmp_path / "audio" / "not-listed.wav", torch.zeros(1, 1600), 16000)
+    with open(tmp_path / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for root in (tmp_path, tmp_path / "manifest.csv"):  # the folder is read through its manifest
+        cfg = config(root, valid_fraction=0.5)
+        assert [c.path.name for c in AudioDataset(cfg, "train").clips] == ["0.wav", "1.wav"]
+        assert [c.path.name for c in AudioDataset(cfg, "valid").clips] == ["2.wav"]
+        assert [c.path.name for c in AudioDataset(cfg, "test").clips] == ["3.wav"]
+
+
+def test_manifest_filters_kind_and_synthetic(tmp_path):
+    table = [("s.wav", "speech", "0"), ("m.wav", "music", "0"), ("t.wav", "speech", "1")]
+    for name, _, _ in table:
+        write(tmp_path / name, torch.zeros(1, 1600), 16000)
+    (tmp_path / "manifest.csv").write_text(
+        "path,kind,synthetic,split\n" + "".join(f"{n},{k},{s},train\n" for n, k, s in table))
+
+    def names(**overrides) -> list[str]:
+        return sorted(c.path.name for c in AudioDataset(config(tmp_path, **overrides)).clips)
+
+    assert names() == ["m.wav", "s.wav", "t.wav"]
+    assert names(kinds=("speech",)) == ["s.wav", "t.wav"]
+    assert names(kinds=["speech"], synthetic=False) == ["s.wav"]
+
+
+def test_stable_split_is_fixed_and_has_the_asked_fractions():
+    assert stable_split("vm-goodbye", 0.03, 0.05) == stable_split("vm-goodbye", 0.03, 0.05)
+    splits = [stable_split(f"prompt-{n}", 0.03, 0.05) for n in range(20000)]
+    assert abs(splits.count("test") / 20000 - 0.05) < 0.006
+    assert abs(splits.count("valid") / 20000 - 0.03) < 0.005
+    # a larger test fraction only adds test keys: a test prompt never comes back to training
+    assert all(stable_split(f"prompt-{n}", 0.03, 0.10) == "test"
+               for n, s in enumerate(splits) if s == "test")
+
+
+# ------------------------------------------------------- channels and rates
+
+def test_stereo_is_downmixed_or_one_channel_is_kept(tmp_path):
+    left = sine(440, 16000, 0.5)
+    write(tmp_path / "st.wav", torch.cat([left, -0.5 * left]), 16000)
+    mono = AudioDataset(config(tmp_path, valid_fraction=1.0), "valid")[0]
+    assert torch.allclose(mono, 0.25 * left, atol=1e-6)
+    right = AudioDataset(config(tmp_path, valid_fraction=1.0, channel=1), "valid")[0]
+    assert torch.allclose(right, -0.5 * left, atol=1e-6)
+
+
+def test_44k_file_is_resampled_to_16k(tmp_path):
+    write(tmp_path / "tone.wav", sine(1000, 44100, 1.0, channels=2), 44100)
+    ds = AudioDataset(config(tmp_path, valid_fraction=1.0), "valid")
+    assert ds.clips[0].frames == 16000 and len(ds) == 2
+    crop = ds[0][0]
+    assert crop.shape == (8000,)
+    spectrum = torch.fft.rfft(crop * torch.hann_window(8000)).abs()
+    assert float(spectrum.argmax()) * 16000 / 8000 == 1000.0
+    assert torch.allclose(crop[200:-200], sine(1000, 16000, 0.5)[0, 200:-200], atol=2e-3)
+
+
+# ------------------------------------------------------------------- errors
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(DatasetError, match="no audio files found under"):
+        AudioDataset(config(tmp_path))
+    (tmp_path / "readme.txt").write_text("no audio here")
+    (tmp_path / ".hidden.wav.tmp.wav").write_bytes(b"")  # a temporary of an interrupted save
+    with pytest.raises(DatasetError, match="no audio files found under"):
+        AudioDataset(config(tmp_path))
+
+
+def test_missing_root_and_empty_split(tmp_path):
+    with pytest.raises(DatasetError, match="no such dataset folder or manifest"):
+        AudioDataset(config(tmp_path / "nope"))
+    write(tmp_path / "a.wav", torch.zeros(1, 100), 16000)
+    with pytest.raises(DatasetError, match="no audio files in split 'valid'"):
+        AudioDataset(config(tmp_path, valid_fraction=0.0), "valid")
+    with pytest.raises(DatasetError, match="split must be one of"):
+        AudioDataset(config(tmp_path), "dev")
+
+
+def test_manifest_without_a_path_column(tmp_path):
+    (tmp_path / "manifest.csv").write_text("file,split\na.wav,train\n")
+    with pytest.raises(DatasetError, match="has no 'path' column"):
+        AudioDataset(config(tmp_path))
+
+
+def test_unreadable_file_is_named(tmp_path):
+    (tmp_path / "broken.flac").write_bytes(b"not flac at all")
+    with pytest.raises(ValueError, match="broken.flac"):
+        AudioDataset(config(tmp_path))
+
+
+# ------------------------------------------------------------ corpus builder
+
+@pytest.fixture(scope="module")
+def mc():
+    """tools/make_corpus.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location("make_corpus", ROOT / "tools" / "make_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def test_corpus_prompts_share_a_split_across_languages(tmp_path, mc):
+    prompts = [f"vm-prompt{n}" for n in range(40)] + ["digits/1", "letters/a", "silence/1"]
+    jobs = {}
+    for lang, voice in [("en", "en_US_f_Allison"), ("fr", "fr_CA_f_June")]:
+        package = f"asterisk-core-sounds-{lang}-g722"
+        root = tmp_path / package
+        for prompt in prompts:
+            path = root / "usr/share/asterisk/sounds" / voice / f"{prompt}.g722"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+        jobs[lang] = {Path(j.output).relative_to(f"speech16k/{lang}").as_posix(): j.split
+                      for j in mc.package_jobs(package, root)}
+    assert jobs["en"] == jobs["fr"]
+    assert "silence/1.wav" not in jobs["en"] and "digits/1.wav" in jobs["en"]
+    assert {"train", "test"} <= set(jobs["en"].values())
+
+
+def test_corpus_holds_out_whole_music_tracks(mc):
+    splits = mc.ranked_splits([f"track{n}" for n in range(1, 32)])
+    assert sorted(splits.values()).count("test") == 2 and list(splits.values()).count("valid") == 1
+    assert splits == mc.ranked_splits([f"track{n}" for n in reversed(range(1, 32))])
+
+
+def test_corpus_tool_reports_a_missing_tool(tmp_path, monkeypatch, capsys, mc):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get, dpkg-deb or ffmpeg
+    assert mc.main(["--out", str(tmp_path / "corpus"), "--packages", "drascula-music", "--quiet"]) == 1
+    assert "'apt-get' was not found on PATH" in capsys.readouterr().err
