@@ -67,6 +67,7 @@ class DataConfig:
     seed: int = 0
     split: str = "train"                    # which split a dataset serves by default
     kinds: tuple[str, ...] = ()             # manifest "kind" filter, e.g. ("speech",); () keeps all
+    languages: tuple[str, ...] = ()         # manifest "language" filter, e.g. ("en", "es"); () keeps all
     synthetic: bool = True                  # keep manifest rows marked synthetic=1
     cache: bool = True                      # keep each resampled file in memory after first use
 
@@ -98,6 +99,8 @@ def _read_manifest(manifest: Path, config: DataConfig, split: str) -> list[Path]
     paths = []
     for row in rows:
         if config.kinds and row.get("kind") not in config.kinds:
+            continue
+        if config.languages and row.get("language") not in config.languages:
             continue
         if not config.synthetic and row.get("synthetic", "0").strip() in ("1", "true", "True"):
             continue

@@ -45,6 +45,9 @@ class ResidualVQ(nn.Module):
     def forward(self, x: torch.Tensor, n_q: int | None = None) -> BottleneckOutput:
         """x (B, D, F) -> quantized latent, codes (B, n_used, F), commitment loss, bits per frame."""
         n_q = self._check_n_q(n_q)
+        if torch.is_autocast_enabled(x.device.type):     # distances and EMA statistics in float32
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward(x.float(), n_q)
         active = self._active_per_sample(x.shape[0], n_q, x.device)
         n_used = n_q if active is None else int(active.max())
         residual, quantized = x, torch.zeros_like(x)

@@ -304,3 +304,14 @@ def test_corpus_tool_reports_a_missing_tool(tmp_path, monkeypatch, capsys, mc):
     monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get, dpkg-deb or ffmpeg
     assert mc.main(["--out", str(tmp_path / "corpus"), "--packages", "drascula-music", "--quiet"]) == 1
     assert "'apt-get' was not found on PATH" in capsys.readouterr().err
+
+
+def test_manifest_language_filter(tmp_path):
+    import soundfile as sf
+    import numpy as np
+    from codec.data import DataConfig, list_clips
+    for name in ("a", "b"):
+        sf.write(tmp_path / f"{name}.wav", np.zeros(1600, dtype=np.float32), 16000)
+    (tmp_path / "manifest.csv").write_text("path,kind,language,split\na.wav,speech,en,train\nb.wav,speech,fr,train\n")
+    clips = list_clips(DataConfig(root=str(tmp_path), languages=("en",)), "train")
+    assert [c.path.name for c in clips] == ["a.wav"]

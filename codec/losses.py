@@ -1,0 +1,112 @@
+"""Reconstruction losses and the signal distances the validation and benchmark report.
+
+All functions take waveforms (B, C, T) and return scalars (mean over the batch).
+
+Formulas (S = |STFT|, M = mel filterbank of S, eps = 1e-5):
+    log-mel L1      mean over scales w of  mean |log(M_w(x) + eps) - log(M_w(y) + eps)|
+    multi-res STFT  mean over scales of    ||S(x) - S(y)||_F / ||S(x)||_F  +  mean |log(S(x) + eps) - log(S(y) + eps)|
+    SI-SDR          10 log10(||a x||^2 / ||a x - y||^2),  a = <y, x> / ||x||^2   (x reference, y estimate, dB)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import nn
+
+EPS = 1e-5
+
+
+class MultiScaleMel(nn.Module):
+    """Mean L1 distance between log-mel spectrograms at several window sizes."""
+
+    def __init__(self, sample_rate: int, windows: tuple[int, ...] = (256, 512, 1024, 2048),
+                 n_mels: tuple[int, ...] = (32, 64, 80, 80)) -> None:
+        super().__init__()
+        self.mels = nn.ModuleList(
+            torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=w, hop_length=w // 4, n_mels=m,
+                                                 power=1.0, center=True, norm="slaney", mel_scale="slaney")
+            for w, m in zip(windows, n_mels))
+
+    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+        total = ref.new_zeros(())
+        for mel in self.mels:
+            total = total + (torch.log(mel(ref) + EPS) - torch.log(mel(est) + EPS)).abs().mean()
+        return total / len(self.mels)
+
+
+class MultiResolutionSTFT(nn.Module):
+    """Spectral convergence plus log-magnitude L1, averaged over several resolutions."""
+
+    def __init__(self, windows: tuple[int, ...] = (512, 1024, 2048)) -> None:
+        super().__init__()
+        self.windows = windows
+        for w in windows:
+            self.register_buffer(f"window_{w}", torch.hann_window(w), persistent=False)
+
+    def magnitude(self, x: torch.Tensor, w: int) -> torch.Tensor:
+        spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft=w, hop_length=w // 4,
+                          window=getattr(self, f"window_{w}"), return_complex=True)
+        return spec.abs()
+
+    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+        total = ref.new_zeros(())
+        for w in self.windows:
+            s_ref, s_est = self.magnitude(ref, w), self.magnitude(est, w)
+            convergence = torch.linalg.norm(s_ref - s_est) / torch.linalg.norm(s_ref).clamp(min=EPS)
+            log_mag = (torch.log(s_ref + EPS) - torch.log(s_est + EPS)).abs().mean()
+            total = total + convergence + log_mag
+        return total / len(self.windows)
+
+
+def si_sdr(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+    """Scale-invariant SDR in dB per item: (B, C, T) -> (B,)."""
+    ref, est = ref.flatten(1).double(), est.flatten(1).double()
+    ref = ref - ref.mean(1, keepdim=True)
+    est = est - est.mean(1, keepdim=True)
+    scale = (est * ref).sum(1, keepdim=True) / ref.pow(2).sum(1, keepdim=True).clamp(min=1e-12)
+    target = scale * ref
+    ratio = target.pow(2).sum(1) / (est - target).pow(2).sum(1).clamp(min=1e-12)
+    return (10 * torch.log10(ratio.clamp(min=1e-12))).float()
+
+
+@dataclass
+class LossWeights:
+    l1: float = 0.1                 # time-domain L1
+    mel: float = 1.0                # multi-scale log-mel L1
+    stft: float = 1.0               # multi-resolution STFT
+    mse: float = 0.0                # Gaussian log-likelihood term (fixed variance): the VAE's ELBO term
+    commitment: float = 1.0         # VQ/RVQ commitment
+    kl: float = 1e-2                # VAE beta (after warm-up)
+    kl_warmup_steps: int = 5000     # beta grows linearly from 0 over these steps
+    adversarial: float = 1.0        # generator's adversarial loss (when a discriminator is on)
+    feature_matching: float = 2.0
+
+
+class ReconstructionLoss(nn.Module):
+    """Weighted sum of the reconstruction terms and the bottleneck's own terms."""
+
+    def __init__(self, sample_rate: int, weights: LossWeights) -> None:
+        super().__init__()
+        self.weights = weights
+        self.mel = MultiScaleMel(sample_rate)
+        self.stft = MultiResolutionSTFT()
+
+    def kl_beta(self, step: int) -> float:
+        warmup = self.weights.kl_warmup_steps
+        return self.weights.kl * (min(1.0, step / warmup) if warmup > 0 else 1.0)
+
+    def forward(self, ref: torch.Tensor, est: torch.Tensor, bottleneck_losses: dict[str, torch.Tensor],
+                step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, named unweighted terms)."""
+        w = self.weights
+        terms = {"l1": F.l1_loss(est, ref), "mel": self.mel(ref, est), "stft": self.stft(ref, est)}
+        if w.mse:
+            terms["mse"] = F.mse_loss(est, ref)
+        terms.update(bottleneck_losses)
+        scale = {"l1": w.l1, "mel": w.mel, "stft": w.stft, "mse": w.mse,
+                 "commitment": w.commitment, "kl": self.kl_beta(step)}
+        total = sum(scale[name] * value for name, value in terms.items())
+        return total, terms

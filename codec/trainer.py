@@ -1,0 +1,331 @@
+"""The training loop: one CPU, one GPU, or many through torchrun (DDP), same recipe.
+
+    codec train recipes/speech16k_rvq.toml --out runs/speech16k [--resume]
+
+Determinism. Batch b of step s is drawn from a generator seeded by (seed, s), and the crops
+and gains of its items by (seed, s, index); every other random choice (k-means, dead codes,
+quantizer dropout, VAE noise) comes from torch's global RNG, which checkpoints save and
+restore. So a run stopped at step N and resumed reaches the same weights as a straight run
+(on the same machine, thread count and library versions).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as torch_dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from codec import distributed as dist
+from codec.data import AudioDataset, DatasetError
+from codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
+from codec.losses import MultiScaleMel, ReconstructionLoss, si_sdr
+from codec.model import Codec
+from codec.recipe import Recipe, load_recipe
+from codec.train_state import list_checkpoints, load_train_state, remove_partial, save_checkpoint
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, a bad recipe, no data)."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    model_dir: Path | None        # final model (None when the run was interrupted)
+    interrupted: bool
+
+
+# ----------------------------------------------------------------------------- pieces
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay from 1 to min_ratio at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def batch_indices(seed: int, step: int, dataset_len: int, batch: int, rank: int, world: int) -> list[int]:
+    """The items of this rank's share of step ``step``: the same on every run, disjoint across ranks."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    picks = torch.randint(0, dataset_len, (batch * world,), generator=g)
+    return picks[rank::world].tolist()
+
+
+def load_batch(dataset: AudioDataset, seed_step: int, indices: list[int]) -> torch.Tensor:
+    dataset.set_epoch(seed_step)
+    return torch.stack([dataset[i] for i in indices])                    # (B, 1, T)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checkpoints and leaves at the end of the step."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def agreed(self, device) -> bool:
+        """True on every rank as soon as any rank was signalled."""
+        flag = torch.tensor(float(self.raised), device=device)
+        return bool(dist.all_reduce_sum_(flag) > 0)
+
+
+def health_metrics(model: Codec) -> dict[str, float]:
+    if not model.is_quantized:
+        return {}
+    stages = model.bottleneck.health()
+    return {"perplexity": sum(s["perplexity"] for s in stages) / len(stages),
+            "dead_codes": float(sum(s["dead_codes"] for s in stages))}
+
+
+@torch.no_grad()
+def validate(model: Codec, batch: torch.Tensor, mel: MultiScaleMel) -> dict[str, float]:
+    """Log-mel distance and SI-SDR at 1, n_q / 2 and n_q codebooks (once for AE/VAE)."""
+    was_training = model.training
+    model.eval()
+    levels = sorted({1, max(1, model.n_q // 2), model.n_q}) if model.is_quantized else [None]
+    out = {}
+    for n_q in levels:
+        audio = model(batch, n_q).audio if n_q else model(batch).audio
+        tag = f"@{n_q}" if n_q else ""
+        out[f"valid/mel{tag}"] = float(mel(batch, audio))
+        out[f"valid/si_sdr{tag}"] = float(si_sdr(batch, audio).mean())
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def gather_symbol_counts(model: Codec, dataset: AudioDataset, items: int, batch: int) -> torch.Tensor:
+    """Per-codebook symbol counts (n_q, K) over the first ``items`` crops of the dataset."""
+    model.eval()
+    counts = torch.zeros(model.n_q, model.codebook_size, dtype=torch.int64)
+    device = next(model.parameters()).device
+    dataset.set_epoch(0)
+    idx = list(range(min(items, len(dataset))))
+    for start in range(0, len(idx), batch):
+        codes = model.encode(torch.stack([dataset[i] for i in idx[start:start + batch]]).to(device)).cpu()
+        for q in range(model.n_q):
+            counts[q] += torch.bincount(codes[:, q].reshape(-1), minlength=model.codebook_size)
+    return counts
+
+
+# ----------------------------------------------------------------------------- the trainer
+class Trainer:
+    def __init__(self, recipe: Recipe, out_dir: Path, progress: bool = True) -> None:
+        self.recipe, self.cfg = recipe, recipe.train
+        self.out_dir, self.ckpt_dir = Path(out_dir), Path(out_dir) / "checkpoints"
+        if recipe.data.sample_rate != recipe.model.sample_rate:
+            raise TrainingError(f"data.sample_rate ({recipe.data.sample_rate}) must equal "
+                                f"model.sample_rate ({recipe.model.sample_rate})")
+        self.device = self._setup_distributed()
+        if self.cfg.threads > 0 and self.device.type == "cpu":
+            torch.set_num_threads(self.cfg.threads)
+        torch.manual_seed(self.cfg.seed)
+        self.model = Codec(recipe.model).to(self.device).train()
+        self.ddp = (DistributedDataParallel(self.model, broadcast_buffers=False,
+                                            device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                    if dist.is_distributed() else self.model)
+        self.loss = ReconstructionLoss(recipe.model.sample_rate, recipe.loss).to(self.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas),
+                                     weight_decay=self.cfg.weight_decay)
+        self.optimizers, self.extra = {"model": self.opt}, {}
+        self.disc = None
+        if self.cfg.adversarial:
+            self.disc = MultiScaleSTFTDiscriminator().to(self.device)
+            self.disc_ddp = (DistributedDataParallel(self.disc, device_ids=[self.device.index]
+                                                     if self.device.type == "cuda" else None)
+                             if dist.is_distributed() else self.disc)
+            self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=self.cfg.disc_lr, betas=tuple(self.cfg.betas))
+            self.optimizers["disc"], self.extra["disc"] = self.opt_d, self.disc
+        try:
+            self.train_set = AudioDataset(recipe.data, "train")
+        except (DatasetError, OSError) as e:
+            raise TrainingError(f"no training data: {e}") from None
+        try:
+            valid_set = AudioDataset(recipe.data, "valid")
+            n = min(self.cfg.valid_items, len(valid_set))
+            self.valid_batch = torch.stack([valid_set[i] for i in range(n)]).to(self.device)
+        except DatasetError:
+            self.valid_batch = None
+        self.valid_mel = MultiScaleMel(recipe.model.sample_rate).to(self.device)
+        self.step = 0
+        self.progress = progress and dist.rank() == 0
+
+    def _setup_distributed(self) -> torch.device:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch_dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch_dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            return torch.device("cuda", local)
+        return torch.device("cpu")
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Load the newest complete checkpoint, if any. Every rank loads the same files."""
+        if dist.rank() == 0:
+            remove_partial(self.ckpt_dir)
+        found = list_checkpoints(self.ckpt_dir)
+        if not found:
+            return False
+        self.step = load_train_state(found[-1], self.model, self.optimizers, self.extra)
+        return True
+
+    def save(self) -> Path | None:
+        path = None
+        if dist.rank() == 0:
+            path = save_checkpoint(self.ckpt_dir, self.step, self.model, self.optimizers, self.extra,
+                                   self.recipe.to_json(), self.cfg.keep_checkpoints)
+        if dist.is_distributed():
+            torch_dist.barrier()
+        return path
+
+    # -- one step ---------------------------------------------------------------------------
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(self.step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+        amp = torch.autocast("cuda", torch.bfloat16) if cfg.amp and self.device.type == "cuda" else nullcontext()
+        with amp:
+            out = self.ddp(batch)
+            total, terms = self.loss(batch, out.audio, out.losses, self.step)
+            adversarial = self.disc is not None and self.step >= cfg.adversarial_start
+            if adversarial:
+                adv, fm = generator_losses(self.disc_ddp(batch), self.disc_ddp(out.audio), cfg.adversarial_loss)
+                terms.update(adversarial=adv, feature_matching=fm)
+                total = total + self.recipe.loss.adversarial * adv + self.recipe.loss.feature_matching * fm
+        self._check_finite(total)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        if adversarial:
+            with amp:
+                d_loss = discriminator_loss(self.disc_ddp(batch), self.disc_ddp(out.audio.detach()),
+                                            cfg.adversarial_loss)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            terms["disc"] = d_loss
+        metrics = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
+        metrics.update(loss=float(total.detach()), grad_norm=float(grad_norm), lr=self.opt.param_groups[0]["lr"],
+                       kbps=float(out.bits_per_frame) * self.model.frame_rate / 1000)
+        metrics.update(out.metrics)
+        return metrics
+
+    def _check_finite(self, total: torch.Tensor) -> None:
+        bad = torch.tensor(float(not torch.isfinite(total)), device=self.device)
+        if dist.all_reduce_sum_(bad) > 0:
+            last = list_checkpoints(self.ckpt_dir)
+            where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
+            raise TrainingError(f"the loss became {float(total.detach())} at step {self.step}; stopping ({where})")
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self, until: int | None = None) -> TrainResult:
+        """Train to ``cfg.steps``; with ``until``, stop after that step as if interrupted (checkpoint, no final model)."""
+        cfg = self.cfg
+        last = cfg.steps if until is None else min(until, cfg.steps)
+        log = self.out_dir / "metrics.jsonl"
+        if dist.rank() == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
+                   desc="train")
+        rank, world = dist.rank(), dist.world_size()
+        with StopFlag() as stop:
+            while self.step < last:
+                t0 = time.perf_counter()
+                idx = batch_indices(cfg.seed, self.step, len(self.train_set), cfg.batch_size, rank, world)
+                batch = load_batch(self.train_set, self.step, idx).to(self.device)
+                metrics = self.train_step(batch)
+                self.step += 1
+                metrics["step_seconds"] = time.perf_counter() - t0
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    metrics.update(health_metrics(self.model))
+                    self._log(log, metrics, bar)
+                if self.valid_batch is not None and self.step % cfg.valid_every == 0 and rank == 0:
+                    self._log(log, validate(self.model, self.valid_batch, self.valid_mel), None)
+                bar.update(1)
+                if stop.agreed(self.device) or self.step == last < cfg.steps:
+                    self.save()
+                    bar.close()
+                    return TrainResult(self.step, None, interrupted=True)
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save()
+        bar.close()
+        return TrainResult(self.step, self.finish(), interrupted=False)
+
+    def check_ranks_agree(self) -> list[str]:
+        """Fingerprints of every rank's weights and buffers; a TrainingError if they differ."""
+        fp = self.model.fingerprint()
+        mine = torch.tensor([int(fp[:15], 16)], dtype=torch.int64, device=self.device)
+        every = [mine]
+        if dist.is_distributed():
+            every = [torch.zeros_like(mine) for _ in range(dist.world_size())]
+            torch_dist.all_gather(every, mine)
+        prints = [f"{int(t):015x}" for t in every]
+        if len(set(prints)) > 1:
+            raise TrainingError(f"ranks disagree on the model state: {prints}")
+        return prints
+
+    def finish(self) -> Path | None:
+        """Symbol statistics over training crops, a last checkpoint and the final model directory."""
+        final = None
+        self._log(self.out_dir / "metrics.jsonl", {"rank_fingerprints": self.check_ranks_agree()}, None)
+        if dist.rank() == 0:
+            if self.model.is_quantized:
+                self.model.symbol_counts.copy_(gather_symbol_counts(self.model, self.train_set,
+                                                                    self.cfg.stats_items, self.cfg.batch_size))
+            final = self.model.save(self.out_dir / "model")
+        self.save()
+        return final
+
+    def _log(self, path: Path, metrics: dict, bar) -> None:
+        if dist.rank() != 0:
+            return
+        with open(path, "a") as f:
+            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+        if bar is not None:
+            shown = {"loss": metrics["loss"], "kbps": metrics["kbps"]}
+            shown.update({k: metrics[k] for k in ("perplexity", "dead_codes") if k in metrics})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+
+
+def train_from_recipe(recipe_path, out_dir=None, resume: bool = False, overrides=(), progress: bool = True,
+                      until: int | None = None) -> TrainResult:
+    """Train the recipe at ``recipe_path`` into ``out_dir`` (default runs/<recipe name>).
+
+    ``overrides`` are "table.key=value" strings; ``until`` stops early with a checkpoint.
+    """
+    recipe = load_recipe(recipe_path, overrides)
+    out_dir = Path(out_dir) if out_dir else Path("runs") / Path(recipe_path).stem
+    if not resume and list_checkpoints(out_dir / "checkpoints"):
+        raise TrainingError(f"{out_dir} already holds checkpoints: pass --resume to continue, or another --out")
+    trainer = Trainer(recipe, out_dir, progress)
+    if resume:
+        trainer.resume()
+    try:
+        return trainer.fit(until)
+    finally:
+        if dist.is_distributed():
+            torch_dist.destroy_process_group()

@@ -1,0 +1,135 @@
+"""Training: the smoke recipe learns on real speech; resume is exact; failures keep a good checkpoint."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import codec
+from codec import train_state
+from codec.losses import ReconstructionLoss
+from codec.recipe import load_recipe, parse_override
+from codec.trainer import TrainingError, lr_factor, train_from_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "recipes" / "smoke.toml"
+ASSETS = f"data.root={json.dumps(str(ROOT / 'codec' / 'assets'))}"
+
+
+def smoke(out, *overrides, resume=False, until=None):
+    return train_from_recipe(SMOKE, out, resume=resume, overrides=[ASSETS, *overrides], progress=False, until=until)
+
+
+def read_log(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def state(path):
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_smoke_recipe_lowers_the_loss_on_real_speech(tmp_path):
+    result = smoke(tmp_path / "run", "train.log_every=1")
+    losses = [r["loss/mel"] for r in read_log(tmp_path / "run") if "loss/mel" in r]
+    assert len(losses) == 150
+    first, last = sum(losses[:10]) / 10, sum(losses[-30:]) / 30     # quantizer dropout makes steps noisy
+    assert last < 0.9 * first, (first, last)
+    model = codec.load(result.model_dir)
+    assert model.symbol_counts.sum() > 0                       # statistics for entropy coding
+    assert model.config.name == "smoke"
+
+
+def test_interrupt_and_resume_gives_the_weights_of_a_straight_run(tmp_path):
+    common = ("train.steps=16", "train.checkpoint_every=8", "train.valid_every=8", "train.log_every=4")
+    straight = smoke(tmp_path / "a", *common)
+    stopped = smoke(tmp_path / "b", *common, until=8)
+    assert stopped.interrupted and stopped.step == 8 and stopped.model_dir is None
+    resumed = smoke(tmp_path / "b", *common, resume=True)
+    assert resumed.step == 16 and not resumed.interrupted
+    a, b = state(straight.model_dir), state(resumed.model_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_is_required_to_reuse_an_output_folder(tmp_path):
+    smoke(tmp_path / "a", "train.steps=2", "train.checkpoint_every=1")
+    with pytest.raises(TrainingError, match="already holds checkpoints: pass --resume"):
+        smoke(tmp_path / "a", "train.steps=2")
+
+
+def test_checkpoints_keep_the_last_k_and_a_crash_while_writing_keeps_the_previous(tmp_path, monkeypatch):
+    smoke(tmp_path / "a", "train.steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=2", until=6)
+    ckpts = train_state.list_checkpoints(tmp_path / "a" / "checkpoints")
+    assert [p.name for p in ckpts] == ["step-00000004", "step-00000006"]
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(train_state, "save_file", dies)
+    with pytest.raises(KeyboardInterrupt):
+        smoke(tmp_path / "a", "train.steps=12", "train.checkpoint_every=2", resume=True)
+    names = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
+    assert names == ["step-00000004", "step-00000006"]          # nothing half-written under any name
+    assert codec.load(ckpts[-1]).fingerprint()                  # the previous one still loads
+
+    monkeypatch.undo()   # a SIGKILL leaves a temp folder behind: resume removes it and goes on
+    (tmp_path / "a" / "checkpoints" / ".tmp-step-junk").mkdir()
+    result = smoke(tmp_path / "a", "train.steps=8", "train.checkpoint_every=2", resume=True)
+    assert result.step == 8
+    assert not list((tmp_path / "a" / "checkpoints").glob(".tmp-step-*"))
+
+
+def test_a_nan_loss_stops_with_a_clear_message_and_a_loadable_checkpoint(tmp_path, monkeypatch):
+    real_forward = ReconstructionLoss.forward
+
+    def poisoned(self, ref, est, losses, step):
+        total, terms = real_forward(self, ref, est, losses, step)
+        return (total * float("nan") if step == 5 else total), terms
+    monkeypatch.setattr(ReconstructionLoss, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"the loss became nan at step 5; stopping "
+                                            r"\(the last good checkpoint is .*step-00000004\)"):
+        smoke(tmp_path / "a", "train.steps=10", "train.checkpoint_every=2")
+    assert codec.load(tmp_path / "a" / "checkpoints" / "step-00000004").fingerprint()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu_agree_on_weights_and_codebooks(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "codec", "train", str(SMOKE), "--out", str(tmp_path / "ddp"),
+           "--set", ASSETS, "--set", "train.steps=6", "--set", "train.checkpoint_every=3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prints = [r["rank_fingerprints"] for r in read_log(tmp_path / "ddp") if "rank_fingerprints" in r]
+    assert len(prints) == 1 and len(prints[0]) == 2 and prints[0][0] == prints[0][1]
+    assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    assert lr_factor(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 100, 0.1) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
+    values = [lr_factor(s, 10, 100, 0.1) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_recipes_override_their_base_and_every_shipped_recipe_loads():
+    rvq = load_recipe(ROOT / "recipes" / "speech16k_rvq.toml")
+    vae = load_recipe(ROOT / "recipes" / "speech16k_vae.toml")
+    assert (rvq.model.bottleneck, vae.model.bottleneck) == ("rvq", "vae")
+    assert rvq.model.seanet == vae.model.seanet and rvq.train == vae.train      # same budget
+    assert vae.loss.mse == 1.0 and rvq.loss.mse == 0.0
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        recipe = load_recipe(path)
+        assert recipe.data.sample_rate == recipe.model.sample_rate, path.name
+    assert parse_override("train.steps=5") == {"train": {"steps": 5}}
+    assert parse_override("data.root=some/dir") == {"data": {"root": "some/dir"}}
+    with pytest.raises(ValueError, match="unknown TrainConfig fields: stepz"):
+        load_recipe(SMOKE, ["train.stepz=1"])
