@@ -142,7 +142,9 @@ class EuclideanCodebook(nn.Module):
         n_dead = int(dead.sum())
         if n_dead == 0:
             return 0
-        samples = dist.broadcast_(sample_vectors(x.float(), n_dead).contiguous())
+        # rank 0 decides; a rank 0 with no vectors this step (per-sample dropout) keeps the old codes
+        local = sample_vectors(x.float(), n_dead) if x.shape[0] else self.embed[dead]
+        samples = dist.broadcast_(local.contiguous())
         self.cluster_size[dead] = self.cfg.dead_threshold
         self.embed_sum[dead] = samples * self._smoothed_counts()[dead][:, None]
         self._refresh_embed()

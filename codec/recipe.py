@@ -41,6 +41,7 @@ class TrainConfig:
     disc_lr: float = 3e-4
     stats_items: int = 512              # training crops encoded at the end for the symbol statistics
     threads: int = 0                    # torch threads on CPU; 0 = torch's default
+    init_from: str = ""                 # warm start: a model directory (or bundled name) with the same config
 
 
 @dataclass

@@ -33,12 +33,14 @@ class ResidualVQ(nn.Module):
     def _active_per_sample(self, batch: int, n_q: int, device: torch.device) -> torch.Tensor | None:
         """Quantizer dropout: number of stages each sample uses (B,), or None for all n_q.
 
-        Drawn uniformly from 1..n_q, once per batch (the same on every rank) or per sample.
+        Drawn uniformly from 1..n_q, once per batch (the same on every rank) or per sample
+        (from one draw over the global batch, so that all ranks run the same stages).
         """
         if not (self.training and self.dropout):
             return None
-        if self.dropout_per_sample:
-            return torch.randint(1, n_q + 1, (batch,), device=device)
+        if self.dropout_per_sample:   # drawn for the global batch on rank 0: every rank runs the same stages
+            drawn = dist.broadcast_(torch.randint(1, n_q + 1, (batch * dist.world_size(),), device=device))
+            return drawn[dist.rank() * batch:(dist.rank() + 1) * batch]
         drawn = dist.broadcast_(torch.randint(1, n_q + 1, (1,), device=device))
         return drawn.expand(batch)
 
@@ -49,7 +51,7 @@ class ResidualVQ(nn.Module):
             with torch.autocast(x.device.type, enabled=False):
                 return self.forward(x.float(), n_q)
         active = self._active_per_sample(x.shape[0], n_q, x.device)
-        n_used = n_q if active is None else int(active.max())
+        n_used = n_q if active is None else int(dist.all_reduce_max_(active.max().clone()))
         residual, quantized = x, torch.zeros_like(x)
         codes, commitment, metrics = [], x.new_zeros(()), {}
         for i, layer in enumerate(self.layers[:n_used]):

@@ -141,7 +141,10 @@ class Trainer:
         if self.cfg.threads > 0 and self.device.type == "cpu":
             torch.set_num_threads(self.cfg.threads)
         torch.manual_seed(self.cfg.seed)
-        self.model = Codec(recipe.model).to(self.device).train()
+        self.model = Codec(recipe.model)
+        if self.cfg.init_from:
+            self._warm_start(self.cfg.init_from)
+        self.model = self.model.to(self.device).train()
         self.ddp = (DistributedDataParallel(self.model, broadcast_buffers=False,
                                             device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if dist.is_distributed() else self.model)
@@ -170,6 +173,15 @@ class Trainer:
         self.valid_mel = MultiScaleMel(recipe.model.sample_rate).to(self.device)
         self.step = 0
         self.progress = progress and dist.rank() == 0
+
+    def _warm_start(self, source: str) -> None:
+        """Start from another model's weights and codebooks (its config must build the same tensors)."""
+        import codec
+        start = codec.load(source)
+        try:
+            self.model.load_state_dict(start.state_dict())
+        except RuntimeError as e:
+            raise TrainingError(f"cannot start from {source}: its weights do not fit this recipe's model ({e})") from None
 
     def _setup_distributed(self) -> torch.device:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch_dist.is_initialized():

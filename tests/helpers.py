@@ -14,7 +14,7 @@ def tiny_model(bottleneck="rvq", **kw) -> Codec:
     return Codec(tiny_config(bottleneck, **kw))
 
 
-def ddp_rvq_worker(rank: int, world: int, init_file: str, out_dir: str, steps: int) -> None:
+def ddp_rvq_worker(rank: int, world: int, init_file: str, out_dir: str, steps: int, per_sample: bool) -> None:
     """One rank of a CPU (gloo) DDP run of the RVQ on rank-specific data; saves its codebook state."""
     import json
 
@@ -26,7 +26,7 @@ def ddp_rvq_worker(rank: int, world: int, init_file: str, out_dir: str, steps: i
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(1000 + rank)          # different data AND different local random draws per rank
-    rvq = ResidualVQ(4, 3, 32, dropout=True)
+    rvq = ResidualVQ(4, 3, 32, dropout=True, dropout_per_sample=per_sample)
     used, resets = [], 0
     for _ in range(steps):
         out = rvq(torch.randn(2, 4, 6) + rank)

@@ -133,3 +133,14 @@ def test_recipes_override_their_base_and_every_shipped_recipe_loads():
     assert parse_override("data.root=some/dir") == {"data": {"root": "some/dir"}}
     with pytest.raises(ValueError, match="unknown TrainConfig fields: stepz"):
         load_recipe(SMOKE, ["train.stepz=1"])
+
+
+def test_warm_start_from_a_model_directory(tmp_path):
+    first = smoke(tmp_path / "a", "train.steps=3")
+    second = smoke(tmp_path / "b", "train.steps=1", f"train.init_from={json.dumps(str(first.model_dir))}",
+                   "train.lr=0.0", "train.warmup_steps=1")
+    a, b = state(first.model_dir), state(second.model_dir)
+    conv = "decoder.net.0.conv.parametrizations.weight.original1"
+    assert torch.equal(a[conv], b[conv])       # lr 0: the weights are exactly the starting model's
+    with pytest.raises(TrainingError, match="cannot start from"):
+        smoke(tmp_path / "c", "train.steps=1", f"train.init_from={json.dumps(str(first.model_dir))}", "model.n_q=2")
