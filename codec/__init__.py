@@ -1,8 +1,13 @@
 """A neural audio codec: SEANet encoder/decoder around a residual vector quantizer."""
 from codec.checkpoint import CheckpointError
 from codec.model import Codec, CodecConfig, CodecOutput
+from codec.api import ModelMismatchError, Tokens, decode_file, encode_file, read_header, read_tokens, write_tokens
+from codec.streaming import decode_chunked, encode_chunked
+from codec.tokenfile import TokenFileError, TokenHeader
 
-__all__ = ["Codec", "CodecConfig", "CodecOutput", "CheckpointError", "load"]
+__all__ = ["Codec", "CodecConfig", "CodecOutput", "CheckpointError", "load",
+           "encode_file", "decode_file", "read_tokens", "write_tokens", "read_header", "Tokens",
+           "TokenHeader", "TokenFileError", "ModelMismatchError", "encode_chunked", "decode_chunked"]
 __version__ = "0.1.0"
 
 

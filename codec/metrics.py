@@ -1,0 +1,232 @@
+"""Quality metrics for the benchmark: one reference and one decoded signal -> one number each.
+
+Every function takes 1-D float arrays ``ref`` and ``est`` of the same length at ``sample_rate``
+(mono; the benchmark downmixes first) and returns a float, NaN when the metric is undefined
+for the input (PESQ finds no speech in silence, for instance).
+
+=========  ====================================================  ==========  =============
+name       what                                                  better      needs
+=========  ====================================================  ==========  =============
+pesq       PESQ wide-band (ITU-T P.862.2) MOS-LQO, at 16 kHz     higher      ``pesq``
+stoi       short-time objective intelligibility (0..1)           higher      ``pystoi``
+visqol     ViSQOL v3 MOS-LQO: speech mode at 16 kHz, audio       higher      ``visqol-python``
+           mode at 48 kHz; the package's bundled models
+si_sdr     scale-invariant SDR, dB                               higher      (built in)
+log_mel    multi-scale log-mel L1 distance                       lower       (built in)
+mrstft     multi-resolution STFT distance                        lower       (built in)
+=========  ====================================================  ==========  =============
+
+PESQ and STOI are speech metrics: :func:`compute_metrics` leaves them out for music. The last
+three reuse ``codec.losses`` (formulas in its docstring and in docs/benchmark.md), so the
+benchmark and the training validation measure the same thing.
+
+ViSQOL's speech mode maps similarity to MOS with the package's bundled lattice model when
+``ai-edge-litert`` is installed (``pip install 'visqol-python[lattice]'``, as C++ ViSQOL does by
+default) and with its polynomial mapping otherwise; :func:`metric_versions` says which.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from codec.audio import resample
+from codec.losses import MultiResolutionSTFT, MultiScaleMel, si_sdr
+
+KINDS = ("speech", "music")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str                  # for tables and plot axes
+    higher_is_better: bool
+    speech_only: bool = False
+    package: str | None = None  # PyPI distribution it needs, None when built in
+    module: str | None = None   # ... and the module it imports
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("pesq", "PESQ (WB)", True, speech_only=True, package="pesq", module="pesq"),
+    Metric("stoi", "STOI", True, speech_only=True, package="pystoi", module="pystoi"),
+    Metric("visqol", "ViSQOL", True, package="visqol-python", module="visqol"),
+    Metric("si_sdr", "SI-SDR (dB)", True),
+    Metric("log_mel", "log-mel distance", False),
+    Metric("mrstft", "MR-STFT distance", False),
+)}
+
+
+# ---------------------------------------------------------------------------- availability
+def _installed_version(metric: Metric) -> str | None:
+    """The package's version when its module imports, else None."""
+    try:
+        importlib.import_module(metric.module)
+    except ImportError:
+        return None
+    try:
+        return importlib.metadata.version(metric.package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown version"
+
+
+def _lattice_runtime() -> bool:
+    try:
+        from visqol.quality_mapper import has_lattice_runtime
+    except ImportError:
+        return False
+    return bool(has_lattice_runtime())
+
+
+@functools.cache
+def metric_versions() -> dict[str, str | None]:
+    """Metric name -> what computes it ("pesq 0.0.4", ...), or None when its package is missing."""
+    versions: dict[str, str | None] = {}
+    for metric in METRICS.values():
+        if metric.package is None:
+            versions[metric.name] = "codec.losses"
+            continue
+        version = _installed_version(metric)
+        versions[metric.name] = None if version is None else f"{metric.package} {version}"
+    if versions["visqol"] is not None:
+        mapper = "lattice model" if _lattice_runtime() else "polynomial mapping"
+        versions["visqol"] += f" (speech: {mapper}; audio: SVR model)"
+    return versions
+
+
+def available_metrics() -> list[str]:
+    """Names of the metrics that can be computed here, in METRICS order."""
+    return [name for name, version in metric_versions().items() if version is not None]
+
+
+def applicable(name: str, kind: str) -> bool:
+    """Whether metric ``name`` is defined for a clip of this kind ("speech" or "music")."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return kind == "speech" or not METRICS[name].speech_only
+
+
+# ---------------------------------------------------------------------------- helpers
+def resample_array(x: np.ndarray, from_sr: int, to_sr: int) -> np.ndarray:
+    """(T,) float array -> (T',) float64 resampled with ``codec.audio.resample``."""
+    if from_sr == to_sr:
+        return np.asarray(x, dtype=np.float64)
+    return resample(torch.as_tensor(x, dtype=torch.float64), from_sr, to_sr).numpy()
+
+
+def _check_pair(ref: np.ndarray, est: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref, est = np.asarray(ref, dtype=np.float64), np.asarray(est, dtype=np.float64)
+    if ref.ndim != 1 or ref.shape != est.shape or ref.size == 0:
+        raise ValueError(f"need two non-empty 1-D signals of one length, got {ref.shape} and {est.shape}")
+    return ref, est
+
+
+def _batch(x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float32).reshape(1, 1, -1)      # (B=1, C=1, T)
+
+
+# ---------------------------------------------------------------------------- the metrics
+def pesq_wideband(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
+    """Wide-band PESQ (P.862.2) MOS-LQO, both signals resampled to 16 kHz.
+
+    NaN where PESQ cannot score: no speech in the reference (PesqError), or a silent decoded
+    signal (its C code then fails on a NaN level, a ValueError)."""
+    from pesq import PesqError, pesq
+
+    ref, est = _check_pair(ref, est)
+    try:
+        return float(pesq(16000, resample_array(ref, sample_rate, 16000),
+                          resample_array(est, sample_rate, 16000), "wb"))
+    except (PesqError, ValueError):
+        return math.nan
+
+
+def stoi_score(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
+    """Short-time objective intelligibility in [0, 1] (pystoi resamples to 10 kHz itself)."""
+    from pystoi import stoi
+
+    ref, est = _check_pair(ref, est)
+    return float(stoi(ref, est, sample_rate, extended=False))
+
+
+@functools.cache
+def _visqol_api(mode: str):
+    """One ViSQOL instance per process and mode: building it loads the bundled model."""
+    from visqol import VisqolApi
+
+    logging.getLogger("visqol").setLevel(logging.ERROR)   # the polynomial-fallback note is in metric_versions
+    api = VisqolApi()
+    api.create(mode=mode)
+    return api
+
+
+VISQOL_RATES = {"speech": 16000, "audio": 48000}
+
+
+def visqol_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str = "speech") -> float:
+    """ViSQOL MOS-LQO: mode "speech" at 16 kHz or "audio" at 48 kHz (signals resampled to it)."""
+    if mode not in VISQOL_RATES:
+        raise ValueError(f"ViSQOL mode must be one of {tuple(VISQOL_RATES)}, got {mode!r}")
+    ref, est = _check_pair(ref, est)
+    rate = VISQOL_RATES[mode]
+    result = _visqol_api(mode).measure_from_arrays(resample_array(ref, sample_rate, rate),
+                                                   resample_array(est, sample_rate, rate), rate)
+    return float(result.moslqo)
+
+
+def si_sdr_db(ref: np.ndarray, est: np.ndarray) -> float:
+    """Scale-invariant SDR in dB (``codec.losses.si_sdr``)."""
+    ref, est = _check_pair(ref, est)
+    return float(si_sdr(_batch(ref), _batch(est))[0])
+
+
+@functools.cache
+def _mel(sample_rate: int) -> MultiScaleMel:
+    return MultiScaleMel(sample_rate)
+
+
+@functools.cache
+def _stft() -> MultiResolutionSTFT:
+    return MultiResolutionSTFT()
+
+
+@torch.no_grad()
+def log_mel_distance(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
+    """Multi-scale log-mel L1 distance (``codec.losses.MultiScaleMel``) at the clip's rate."""
+    ref, est = _check_pair(ref, est)
+    return float(_mel(sample_rate)(_batch(ref), _batch(est)))
+
+
+@torch.no_grad()
+def stft_distance(ref: np.ndarray, est: np.ndarray) -> float:
+    """Multi-resolution STFT distance (``codec.losses.MultiResolutionSTFT``)."""
+    ref, est = _check_pair(ref, est)
+    return float(_stft()(_batch(ref), _batch(est)))
+
+
+# ---------------------------------------------------------------------------- all at once
+def compute_metrics(ref: np.ndarray, est: np.ndarray, sample_rate: int, kind: str = "speech",
+                    names: list[str] | tuple[str, ...] | None = None) -> dict[str, float]:
+    """The metrics ``names`` (default: every available one) that apply to ``kind``.
+
+    ref, est: (T,) float arrays at sample_rate  ->  {name: value}; speech-only metrics are
+    left out for music, and ViSQOL runs in speech mode for speech and audio mode for music.
+    """
+    names = available_metrics() if names is None else list(names)
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {list(METRICS)}")
+    compute = {
+        "pesq": lambda: pesq_wideband(ref, est, sample_rate),
+        "stoi": lambda: stoi_score(ref, est, sample_rate),
+        "visqol": lambda: visqol_score(ref, est, sample_rate, "speech" if kind == "speech" else "audio"),
+        "si_sdr": lambda: si_sdr_db(ref, est),
+        "log_mel": lambda: log_mel_distance(ref, est, sample_rate),
+        "mrstft": lambda: stft_distance(ref, est),
+    }
+    return {name: compute[name]() for name in names if applicable(name, kind)}

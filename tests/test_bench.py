@@ -1,0 +1,272 @@
+"""The bitrate-vs-quality benchmark: classic codec round trips, rates, caching, outputs, CLI."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import codec
+from codec import bench, classic, report
+from codec.audio import load_audio
+from codec.entropy import count_symbols
+from tests.helpers import tiny_model
+
+HAVE_OPUS = not classic.missing_tools(classic.OPUS_TOOLS)
+HAVE_CODEC2 = not classic.missing_tools(classic.CODEC2_TOOLS)
+needs_opus = pytest.mark.skipif(not HAVE_OPUS, reason="opusenc/opusdec not installed (Debian: opus-tools)")
+needs_codec2 = pytest.mark.skipif(not HAVE_CODEC2, reason="c2enc/c2dec not installed (Debian: codec2)")
+CLIP_SECONDS = 1.2
+
+
+# ---------------------------------------------------------------------------- alignment
+@pytest.mark.parametrize("true_lag", [37, -20, 0])
+def test_measure_lag_finds_a_known_shift(speech_wav, true_lag):
+    x, sr = sf.read(str(speech_wav), dtype="float64")
+    late = classic.shift(x, -true_lag, len(x))           # late by true_lag samples (early if < 0)
+    assert classic.measure_lag(x, late, max_lag=200) == true_lag
+    assert abs(classic.measure_lag(x, late, max_lag=400, envelope_rate=sr) - true_lag) <= 8
+    assert np.array_equal(classic.shift(late, true_lag, len(x))[200:-200], x[200:-200])
+
+
+@needs_opus
+@pytest.mark.parametrize("kbps", [6, 12])
+def test_opus_output_has_zero_lag(speech_wav, kbps):
+    x, sr = sf.read(str(speech_wav), dtype="float64")
+    done = classic.opus_roundtrip(x, sr, kbps)
+    assert done.audio.shape == x.shape
+    # Measured afresh over +-50 ms: a pre-skip left in would show as 6.5 ms (104 samples).
+    assert classic.measure_lag(x, done.audio, max_lag=int(0.05 * sr)) == 0
+    assert done.residual_lag == 0
+    assert abs(done.lag) <= 1                   # opusdec removed the pre-skip; what is left is sub-ms
+    assert np.corrcoef(x, done.audio)[0, 1] > 0.8
+    expected = kbps * 1000 * len(x) / sr / 8    # payload alone; the Ogg file adds headers and pages
+    assert expected < done.num_bytes < 1.6 * expected
+
+
+@needs_codec2
+def test_codec2_round_trip_is_aligned_and_sized(speech_wav):
+    x, sr = sf.read(str(speech_wav), dtype="float64")
+    done = classic.codec2_roundtrip(x, sr, "3200")
+    assert done.audio.shape == x.shape
+    assert 0 < done.lag < 0.05 * sr and done.residual_lag == 0
+    frames = len(x) * classic.CODEC2_RATE // sr // 160            # 20 ms frames of 64 bits
+    assert abs(done.num_bytes - frames * 8) <= 16                 # + the .c2 header
+    with pytest.raises(ValueError, match="unknown Codec2 mode"):
+        classic.codec2_roundtrip(x, sr, "9600")
+
+
+# ---------------------------------------------------------------------------- statistics
+def test_mean_ci_is_a_student_t_interval():
+    mean, half, n = report.mean_ci([1.0, 2.0, 3.0, 4.0, None, math.nan])
+    assert (mean, n) == (2.5, 4)
+    assert half == pytest.approx(3.182446 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-5)
+    assert report.mean_ci([3.0])[:2] == (3.0, pytest.approx(math.nan, nan_ok=True))
+    assert math.isnan(report.mean_ci([])[0])
+    assert report.format_mean_ci(2.3456, 0.1234, 2) == "2.35 ± 0.12"
+    assert report.format_mean_ci(2.3456, math.nan, 2) == "2.35"
+
+
+def test_summary_says_on_how_many_clips_a_metric_is_defined():
+    rows = [{"system": "m-nq1", "curve": "m", "family": "rvq", "setting": "n_q=1", "order": 1,
+             "rate_source": "token file", "nominal_kbps": 0.5, "actual_kbps": kbps, "pesq": pesq, "si_sdr": 3.0}
+            for kbps, pesq in ((0.6, None), (0.7, 2.0), (0.8, 3.0))]
+    (entry,) = report.summarize(rows, ["pesq", "si_sdr"])
+    assert (entry["n"], entry["pesq_n"], entry["si_sdr_n"]) == (3, 2, 3)
+    assert entry["pesq"] == 2.5 and entry["actual_kbps"] == pytest.approx(0.7)
+    table = report.summary_markdown([entry], ["pesq", "si_sdr"])
+    assert "| m (RVQ) | n_q=1 | 3 | 0.50 | 0.70 ± 0.25 | 2.50 ± 6.35 (n=2) | 3.0 ± 0.0 |" in table
+
+
+# ---------------------------------------------------------------------------- clips
+def test_find_clips_ids_kinds_and_limits(tmp_path, speech_wav):
+    for rel in ("b/one.wav", "a/one.wav", "a/one.flac", "music/song.wav", ".hidden/x.wav"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(speech_wav, tmp_path / rel)
+    clips = bench.find_clips(tmp_path)
+    assert [c.id for c in clips] == ["a__one", "a__one.wav", "b__one", "music__song"]
+    assert [c.kind for c in clips] == ["speech", "speech", "speech", "music"]
+    assert len({c.digest for c in clips}) == 1                      # same bytes, same hash
+    assert [c.id for c in bench.find_clips(tmp_path, max_clips=2)] == ["a__one", "a__one.wav"]
+    assert {c.kind for c in bench.find_clips(tmp_path, kind="music")} == {"music"}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(bench.BenchError, match="no audio files found in"):
+        bench.find_clips(tmp_path / "empty")
+    with pytest.raises(bench.BenchError, match="no such audio file or folder"):
+        bench.find_clips(tmp_path / "missing")
+
+
+def test_a_manifest_gives_kinds_and_splits(tmp_path, speech_wav):
+    shutil.copy(speech_wav, tmp_path / "x.wav")
+    shutil.copy(speech_wav, tmp_path / "y.wav")
+    (tmp_path / "manifest.csv").write_text("path,kind,split\nx.wav,music,test\ny.wav,speech,train\n")
+    assert [(c.id, c.kind) for c in bench.find_clips(tmp_path)] == [("x", "music"), ("y", "speech")]
+    assert [c.id for c in bench.find_clips(tmp_path, split="test")] == ["x"]
+
+
+def test_codec2_skips_music_clips(tmp_path):
+    speech = bench.Clip("s", "s.wav", "speech", "0")
+    music = bench.Clip("m", "m.wav", "music", "0")
+    systems = [bench.System("opus-6kbps", "Opus", "opus", "6 kbps", 6, 6.0),
+               bench.System("codec2-3200", "Codec2", "codec2", "3200", 3200, 3.2, speech_only=True)]
+    tasks = bench._tasks([speech, music], systems, tmp_path, ["si_sdr"])
+    assert [(t.clip.id, t.system.id) for t in tasks] == [("s", "opus-6kbps"), ("s", "codec2-3200"),
+                                                         ("m", "opus-6kbps")]
+
+
+# ---------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, speech_clips) -> dict:
+    """Two 1.2 s real speech clips and three tiny models (RVQ with symbol statistics, AE, VAE)."""
+    root = tmp_path_factory.mktemp("bench")
+    clips = root / "clips"
+    clips.mkdir()
+    for path in speech_clips[:2]:
+        x, sr = sf.read(str(path))
+        sf.write(str(clips / path.name), x[: int(CLIP_SECONDS * sr)], sr)
+    torch.manual_seed(0)
+    rvq = tiny_model("rvq").eval()
+    wav, _ = load_audio(clips / speech_clips[0].name)
+    rvq.symbol_counts.copy_(torch.from_numpy(count_symbols(rvq.encode(wav[None]).numpy(), rvq.codebook_size)))
+    models = {name: str(model.save(root / name)) for name, model in
+              (("rvq", rvq), ("ae", tiny_model("ae")), ("vae", tiny_model("vae")))}
+    return {"root": root, "clips": clips, "models": models}
+
+
+def _config(setup, out, **kw) -> bench.BenchConfig:
+    kw.setdefault("opus_kbps", [6])
+    kw.setdefault("codec2_modes", ["3200"])
+    return bench.BenchConfig(audio=setup["clips"], out=out, models=list(setup["models"].values()),
+                             progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def first_run(setup) -> bench.BenchResult:
+    return bench.run_bench(_config(setup, setup["root"] / "out", jobs=2))
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_bench_writes_every_output(first_run, setup):
+    out = first_run.out
+    systems_per_clip = 3 + 1 + 1 + HAVE_OPUS + HAVE_CODEC2          # rvq n_q 1..3, AE, VAE, Opus, Codec2
+    assert first_run.computed == 2 * systems_per_clip and first_run.cached == 0
+    rows = _read_csv(out / "results.csv")
+    assert len(rows) == 2 * systems_per_clip
+    assert list(rows[0]) == report.ROW_COLUMNS
+    summary = _read_csv(out / "summary.csv")
+    assert len(summary) == systems_per_clip and all(s["n"] == "2" for s in summary)
+    text = (out / "summary.md").read_text()
+    assert text.count("\n| ") == systems_per_clip + 1 and "±" in text
+    if report.have_matplotlib():
+        for name in codec.metrics.available_metrics():
+            assert (out / "plots" / f"{name}.png").stat().st_size > 5000
+    else:
+        assert "no plots: pip install matplotlib" in first_run.notes
+    page = (out / "report.html").read_text()
+    for row in rows:
+        assert (out / row["audio"]).is_file() and row["audio"] in page
+        assert (out / "cache" / row["clip"] / f"{row['system']}.json").is_file()
+    for clip in {row["clip"] for row in rows}:
+        assert (out / report.audio_path(clip, report.REFERENCE)).is_file()
+    assert not list(out.rglob("*.tmp"))                             # atomic writes leave nothing behind
+    assert json.loads((out / bench.MARKER).read_text())["bench_version"] == bench.BENCH_VERSION
+
+
+def test_rates_are_what_is_stored(first_run, setup, tmp_path):
+    rows = {(r["clip"], r["system"]): r for r in first_run.rows}
+    clip = sorted(setup["clips"].iterdir())[0]
+    duration = CLIP_SECONDS
+    for q in (1, 2, 3):
+        row = rows[(clip.stem, f"rvq-nq{q}")]
+        token_file = tmp_path / f"{q}.rvqt"
+        codec.encode_file(clip, token_file, model=setup["models"]["rvq"], n_q=q)     # what `codec encode` writes
+        assert row["bytes"] == token_file.stat().st_size
+        assert row["actual_kbps"] == pytest.approx(row["bytes"] * 8 / duration / 1000)
+        assert row["nominal_kbps"] == pytest.approx(q * 4 * 50 / 1000)              # log2(16) bits, 50 frames/s
+        assert row["rate_source"] == "token file"
+    ae = codec.load(setup["models"]["ae"])
+    assert rows[(clip.stem, "ae-ae")]["actual_kbps"] == pytest.approx(ae.bitrate() / 1000)
+    vae = codec.load(setup["models"]["vae"]).eval()
+    wav, _ = load_audio(clip)
+    with torch.no_grad():
+        kl_bps = float(vae(wav[None]).bits_per_frame) * vae.frame_rate
+    assert rows[(clip.stem, "vae-vae")]["actual_kbps"] == pytest.approx(kl_bps / 1000, rel=1e-4)
+    if HAVE_OPUS:
+        opus = rows[(clip.stem, "opus-6kbps")]
+        assert opus["lag_samples"] in (-1, 0, 1) and opus["actual_kbps"] > 6
+    if HAVE_CODEC2:
+        assert rows[(clip.stem, "codec2-3200")]["actual_kbps"] == pytest.approx(3.2, rel=0.1)
+
+
+def test_decoded_audio_is_what_was_scored(first_run):
+    row = next(r for r in first_run.rows if r["system"] == "rvq-nq3")
+    ref, sr = sf.read(str(first_run.out / report.audio_path(row["clip"], report.REFERENCE)))
+    est, _ = sf.read(str(first_run.out / row["audio"]))
+    assert ref.shape == est.shape == (int(CLIP_SECONDS * sr),)
+    assert codec.metrics.si_sdr_db(ref, est) == pytest.approx(row["si_sdr"], abs=0.05)   # up to PCM16 rounding
+
+
+def test_a_second_run_resumes_from_the_cache(first_run, setup):
+    out = first_run.out
+    (out / "report.html").unlink()
+    again = bench.run_bench(_config(setup, out))
+    assert again.computed == 0 and again.cached == len(first_run.rows)
+    assert again.rows == first_run.rows
+    assert (out / "report.html").is_file()
+    # An interrupted run: results whose cache entry never got written are computed again, only they.
+    lost = sorted((out / "cache").rglob("*.json"))[:3]
+    for path in lost:
+        path.unlink()
+    resumed = bench.run_bench(_config(setup, out))
+    assert resumed.computed == 3 and resumed.cached == len(first_run.rows) - 3
+    # A changed clip invalidates its own results and nothing else.
+    clip = sorted(setup["clips"].iterdir())[1]
+    x, sr = sf.read(str(clip))
+    sf.write(str(clip), 0.5 * x, sr)
+    changed = bench.run_bench(_config(setup, out))
+    assert changed.computed == len(first_run.rows) // 2
+
+
+def test_refuses_a_foreign_folder_and_bad_options(setup, tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("keep me")
+    argv = ["--audio", str(setup["clips"]), "--out", str(foreign), "--opus", "none", "--codec2", "none",
+            "--metrics", "si_sdr", "-q", "--models", setup["models"]["rvq"]]
+    assert bench.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "is not empty and holds no earlier benchmark" in err and "Traceback" not in err
+    assert bench.main(argv + ["--force"]) == 0
+    assert (foreign / "thesis.tex").read_text() == "keep me" and (foreign / "report.html").is_file()
+    for bad in (["--opus", "3"], ["--codec2", "9600"], ["--jobs", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(argv + bad)
+        assert exc.value.code == 2
+    assert bench.main(argv[:-2] + ["--models", str(tmp_path / "nope")]) == 1
+    assert "no such model" in capsys.readouterr().err
+    assert bench.main(argv + ["--metrics", "loudness"]) == 1
+    assert "unknown metrics: loudness" in capsys.readouterr().err
+
+
+def test_add_arguments_registers_on_a_subparser(setup, tmp_path):
+    import argparse
+    parser = argparse.ArgumentParser(prog="codec")
+    sub = parser.add_subparsers(dest="command")
+    bench.add_arguments(sub.add_parser("bench"))
+    args = parser.parse_args(["bench", "--audio", str(setup["clips"]), "--out", str(tmp_path / "o"),
+                              "--models", setup["models"]["ae"], "--opus", "none", "--codec2", "none",
+                              "--metrics", "si_sdr,log_mel", "--max-clips", "1"])
+    assert args.opus == [] and args.metrics == ["si_sdr", "log_mel"] and args.jobs == 1
+    assert bench.run(args) == 0
+    rows = _read_csv(tmp_path / "o" / "results.csv")
+    assert len(rows) == 1 and rows[0]["pesq"] == "" and rows[0]["si_sdr"] != ""
