@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.audio import AudioInfo, _format_for, resampled_length
+from codec.audio import AudioInfo, audio_format, resampled_length
 from codec.checkpoint import CheckpointError
 from codec.entropy import entropy_model_id, probabilities_from_counts
 from codec.model import Codec
@@ -34,12 +34,11 @@ from codec.streaming import (
     encode_signal,
     write_signal,
 )
-from codec.tokenfile import (  # _unframe, _header_from_bytes: read a header without decoding the payload
+from codec.tokenfile import (
     TokenFileError,
     TokenHeader,
-    _header_from_bytes,
-    _unframe,
     decode_token_bytes,
+    decode_token_header,
     write_token_file,
 )
 
@@ -118,7 +117,7 @@ def check_model(header: TokenHeader, model: Codec, name: str) -> None:
 # ---------------------------------------------------------------------------- token files
 def read_header(path: str | os.PathLike) -> TokenHeader:
     """A token file's header, after checking the framing and checksum; the payload is not decoded."""
-    return _header_from_bytes(_unframe(_read_bytes(path))[0])
+    return decode_token_header(_read_bytes(path))
 
 
 def read_tokens(path: str | os.PathLike, model: ModelLike | None = None) -> Tokens:
@@ -133,7 +132,7 @@ def read_tokens(path: str | os.PathLike, model: ModelLike | None = None) -> Toke
 def _load_tokens(path: str | os.PathLike, model: ModelLike | None) -> tuple[Tokens, Codec]:
     """(tokens, the model resolved for them): header first, then the model, then the payload."""
     data = _read_bytes(path)
-    header = _header_from_bytes(_unframe(data)[0])
+    header = decode_token_header(data)
     model, name = _header_model(header) if model is None else resolve_model(model)
     return _decode_tokens(data, header, model, name), model
 
@@ -169,14 +168,22 @@ def write_tokens(path: str | os.PathLike, codes: torch.Tensor, model: ModelLike,
     return _write(path, model, name, codes, sample_rate or model.sample_rate, num_samples)
 
 
-def _write(path, model: Codec, name: str, codes: torch.Tensor, sample_rate: int,
-           num_samples: int) -> TokenHeader:
+def token_header(model: Codec, name: str, codes: torch.Tensor, sample_rate: int,
+                 num_samples: int) -> tuple[TokenHeader, np.ndarray | None]:
+    """The header for codes (C, n_q, F) of ``model`` and the probabilities to entropy-code them
+    with (None: the model has no symbol statistics, the payload is bit-packed)."""
     probs, stats_id = _entropy_stats(model)
     channels, n_q, frames = codes.shape
     header = TokenHeader(model_name=name, model_fingerprint=model.fingerprint(),
                          model_sample_rate=model.sample_rate, sample_rate=int(sample_rate),
                          channels=channels, num_samples=int(num_samples), n_q=n_q,
                          codebook_size=model.codebook_size, num_frames=frames, entropy_model=stats_id)
+    return header, probs
+
+
+def _write(path, model: Codec, name: str, codes: torch.Tensor, sample_rate: int,
+           num_samples: int) -> TokenHeader:
+    header, probs = token_header(model, name, codes, sample_rate, num_samples)
     write_token_file(path, header, codes.cpu().numpy(), probs)
     return header
 
@@ -216,7 +223,7 @@ def decode_file(in_path: str | os.PathLike, out_path: str | os.PathLike, model: 
     """
     out_path = Path(out_path)
     check_output(out_path, force)
-    _format_for(out_path)                                   # unknown suffix: fail before any work
+    audio_format(out_path)                                   # unknown suffix: fail before any work
     tokens, model = _load_tokens(in_path, model)
     signal = DecodedSignal(model, tokens.codes, tokens.codes.num_samples)
     if not model_rate:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,8 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+
+from codec.fileio import atomic_path
 
 # Suffixes whose libsndfile format name differs from the upper-cased suffix.
 _SUFFIX_FORMATS = {
@@ -130,7 +132,7 @@ def to_mono(wav: torch.Tensor, channel: int | None = None) -> torch.Tensor:
     return wav[channel].unsqueeze(0)
 
 
-def _format_for(path: Path) -> tuple[str, str | None]:
+def audio_format(path: Path) -> tuple[str, str | None]:
     suffix = path.suffix.lower()
     if suffix in _SUFFIX_FORMATS:
         return _SUFFIX_FORMATS[suffix]
@@ -149,39 +151,36 @@ def save_audio(
     the format's own (PCM_16 for WAV and FLAC). Samples are clipped to [-1, 1]
     for integer subtypes. The file appears complete or not at all.
     """
-    path = Path(path)
-    fmt, default_subtype = _format_for(path)
-    subtype = subtype or default_subtype
+    audio_format(Path(path))                  # an unknown suffix fails before anything else
     wav = torch.as_tensor(wav).detach().to("cpu", torch.float32)
     if wav.dim() == 1:
         wav = wav.unsqueeze(0)
     if wav.dim() != 2 or wav.shape[0] == 0 or wav.shape[1] == 0:
         raise AudioError(f"expected non-empty audio shaped (C, T), got {tuple(wav.shape)}")
-    if not torch.isfinite(wav).all():
-        raise AudioError("refusing to save NaN or infinite samples")
+    write_audio_blocks(path, sample_rate, wav.shape[0], [wav], subtype)
+
+
+def write_audio_blocks(path: str | os.PathLike, sample_rate: int, channels: int,
+                       blocks: Iterable[torch.Tensor], subtype: str | None = None) -> None:
+    """Write (C, t) blocks one after another into one file whose format the suffix names.
+
+    Samples are clipped to [-1, 1] for integer subtypes; a block with NaN or infinite samples
+    is an AudioError. The file appears complete or not at all (codec.fileio.atomic_path).
+    """
+    path = Path(path)
+    fmt, default_subtype = audio_format(path)
+    subtype = subtype or default_subtype or sf.default_subtype(fmt)
     if not path.parent.is_dir():
         raise AudioError(f"folder does not exist: {path.parent}")
-    sample_rate = _rate(sample_rate)
-    if subtype is None or not ("FLOAT" in subtype or "DOUBLE" in subtype):
-        wav = wav.clamp(-1.0, 1.0)
-    tmp = _create_temp_beside(path)
+    clip = not ("FLOAT" in subtype or "DOUBLE" in subtype)
     try:
-        sf.write(tmp, wav.numpy().T, sample_rate, subtype=subtype, format=fmt)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, (sf.LibsndfileError, RuntimeError, TypeError, ValueError)):
-            raise AudioError(f"cannot write {path}: {err}") from None
-        raise
-
-
-def _create_temp_beside(path: Path) -> str:
-    """An empty new file next to ``path`` with the same suffix and the usual (umask) mode."""
-    for _ in range(100):
-        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return str(tmp)
-    raise AudioError(f"cannot create a temporary file next to {path}")
+        with atomic_path(path) as tmp, sf.SoundFile(tmp, "w", _rate(sample_rate), channels, subtype,
+                                                    format=fmt) as f:
+            for block in blocks:
+                if not torch.isfinite(block).all():
+                    raise AudioError("refusing to save NaN or infinite samples")
+                f.write((block.clamp(-1.0, 1.0) if clip else block).numpy().T)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        if isinstance(err, AudioError):
+            raise
+        raise AudioError(f"cannot write {path}: {err}") from None

@@ -45,7 +45,7 @@ from codec.audio import AudioError, audio_suffixes, load_audio, resample, save_a
 from codec.checkpoint import CheckpointError, atomic_write
 from codec.metrics import METRICS, available_metrics, compute_metrics, metric_versions
 from codec.model import Codec, CodecConfig
-from codec.tokenfile import TokenHeader, encode_token_bytes
+from codec.tokenfile import encode_token_bytes
 
 BENCH_VERSION = 1                  # bump when a change makes cached results stale
 DEFAULT_OPUS_KBPS = (6.0, 8.0, 12.0, 16.0, 24.0)
@@ -272,13 +272,8 @@ class Decoded:
 def token_file_bytes(model: Codec, name: str, codes: torch.Tensor, sample_rate: int, num_samples: int) -> bytes:
     """The bytes ``codec encode`` would write for codes (C, n_q, F): entropy-coded when the
     model has symbol statistics, bit-packed otherwise."""
-    from codec.api import _entropy_stats
-    probs, stats_id = _entropy_stats(model)
-    channels, n_q, frames = codes.shape
-    header = TokenHeader(model_name=name, model_fingerprint=model.fingerprint(),
-                         model_sample_rate=model.sample_rate, sample_rate=int(sample_rate),
-                         channels=channels, num_samples=int(num_samples), n_q=n_q,
-                         codebook_size=model.codebook_size, num_frames=frames, entropy_model=stats_id)
+    from codec.api import token_header
+    header, probs = token_header(model, name, codes, sample_rate, num_samples)
     return encode_token_bytes(header, codes.cpu().numpy(), probs)
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from codec.fileio import atomic_path
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
@@ -24,15 +24,8 @@ class CheckpointError(ValueError):
 
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename tmp_path to path; no temp file is left on failure."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def state_fingerprint(state: dict[str, torch.Tensor]) -> str:

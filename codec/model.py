@@ -11,6 +11,7 @@ length ``T`` on the returned tensor as ``codes.num_samples``. ``decode`` produce
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -189,7 +190,7 @@ class Codec(nn.Module):
         return F.pad(wav, (0, self.frames(length) * self.hop_length - length)), length
 
     # -- files -----------------------------------------------------------------------------
-    def save(self, directory) -> "os.PathLike":
+    def save(self, directory) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``directory``; returns the directory."""
         from codec.checkpoint import save_model
         return save_model(self, directory)

@@ -48,12 +48,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import soundfile as sf
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from codec.audio import AudioError, _create_temp_beside, _format_for, audio_info, load_audio, resample
+from codec.audio import AudioError, audio_info, load_audio, resample, write_audio_blocks
 from codec.layers import ELU, Conv1d, ConvTranspose1d, ResidualUnit, Snake
 from codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
@@ -357,31 +356,18 @@ def write_signal(path: str | os.PathLike, signal: Signal, window: int | None = N
     Like ``codec.audio.save_audio`` (same formats, PCM_16 default for WAV/FLAC, clipping to
     [-1, 1] for integer subtypes) but streaming; the file appears complete or not at all.
     """
-    path = Path(path)
-    fmt, default_subtype = _format_for(path)
-    subtype = subtype or default_subtype or sf.default_subtype(fmt)
     if signal.length <= 0:
         raise AudioError(f"refusing to write {path}: no samples")
-    if not path.parent.is_dir():
-        raise AudioError(f"folder does not exist: {path.parent}")
-    clip = not ("FLOAT" in subtype or "DOUBLE" in subtype)
     window = window or 10 * signal.sample_rate
-    tmp = _create_temp_beside(path)
-    try:
-        with sf.SoundFile(tmp, "w", signal.sample_rate, signal.channels, subtype, format=fmt) as f, \
-                _progress(signal.duration, "writing", progress) as bar:
+
+    def blocks() -> Iterator[torch.Tensor]:
+        with _progress(signal.duration, "writing", progress) as bar:
             for start in range(0, signal.length, window):
                 block = signal.read(start, min(start + window, signal.length))      # (C, t)
-                if not torch.isfinite(block).all():
-                    raise AudioError("refusing to save NaN or infinite samples")
-                f.write((block.clamp(-1.0, 1.0) if clip else block).numpy().T)
+                yield block
                 bar.update(block.shape[1] / signal.sample_rate)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, (sf.LibsndfileError, RuntimeError, TypeError)):
-            raise AudioError(f"cannot write {path}: {err}") from None
-        raise
+
+    write_audio_blocks(path, signal.sample_rate, signal.channels, blocks(), subtype)
 
 
 @contextmanager

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from codec.entropy import (
     packed_size,
     unpack_codes,
 )
+from codec.fileio import atomic_write_bytes
 
 MAGIC = b"RVQT"
 FORMAT_VERSION = 1
@@ -274,6 +274,11 @@ def encode_token_bytes(
     return _frame(_header_to_bytes(header), payload)
 
 
+def decode_token_header(data: bytes) -> TokenHeader:
+    """The header of a token file's bytes, after checking framing and checksum; the payload is not decoded."""
+    return _header_from_bytes(_unframe(bytes(data))[0])
+
+
 def decode_token_bytes(
     data: bytes, probs_lookup: ProbsLookup | None = None
 ) -> tuple[TokenHeader, np.ndarray]:
@@ -294,18 +299,7 @@ def write_token_file(
     stats_probs: np.ndarray | None = None,
 ) -> None:
     """Write a token file atomically: a temporary file beside it, then os.replace."""
-    data = encode_token_bytes(header, codes, stats_probs)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, encode_token_bytes(header, codes, stats_probs))
 
 
 def read_token_file(

@@ -207,12 +207,13 @@ def test_interrupted_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeyp
     save_audio(target, torch.full((1, 50), 0.25), 8000)
     before = target.read_bytes()
 
-    def half_write(file, data, samplerate, **kwargs):
-        with open(file, "wb") as f:
-            f.write(b"RIFF\x00\x00")  # a partial header, then the failure
+    real_write = codec.audio.sf.SoundFile.write
+
+    def half_write(self, data):
+        real_write(self, data[: len(data) // 2])  # half the samples reach the file, then the failure
         raise error
 
-    monkeypatch.setattr(codec.audio.sf, "write", half_write)
+    monkeypatch.setattr(codec.audio.sf.SoundFile, "write", half_write)
     with pytest.raises((AudioError, KeyboardInterrupt)) as info:
         save_audio(target, torch.zeros(1, 50), 8000)
     assert type(info.value) is (AudioError if isinstance(error, RuntimeError) else KeyboardInterrupt)

@@ -66,3 +66,12 @@ def test_missing_or_mismatched_files_are_clear_errors(trained, tmp_path):
     (path / "config.json").unlink()
     with pytest.raises(CheckpointError, match="config.json: no such file"):
         codec.load(path)
+
+
+def test_written_files_get_the_usual_umask_permissions(trained, tmp_path):
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    path = trained.save(tmp_path / "m")
+    for name in ("model.safetensors", "config.json"):
+        assert (path / name).stat().st_mode & 0o777 == 0o666 & ~umask

@@ -1,7 +1,6 @@
 """Training: the smoke recipe learns on real speech; resume is exact; failures keep a good checkpoint."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -1,0 +1,45 @@
+"""Atomic file writes shared by every writer in the package (audio, token files, checkpoints).
+
+A file is written under a hidden temporary name next to its target, then renamed into place,
+so a crash or Ctrl-C leaves either the old file or the complete new one, never half of one.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def temp_path_beside(path: str | os.PathLike) -> str:
+    """An empty new file next to ``path``, hidden, with the same suffix and the usual (umask) mode."""
+    path = Path(path)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(tmp)
+    raise FileExistsError(f"cannot create a temporary file next to {path}")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path to write; on success it replaces ``path``, on any error it is removed."""
+    tmp = temp_path_beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, flushed to disk before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
