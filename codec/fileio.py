@@ -29,8 +29,10 @@ def temp_path_beside(path: str | os.PathLike) -> str:
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path to write; on success it replaces ``path``, on any error it is removed."""
     tmp = temp_path_beside(path)
+    mode = os.stat(tmp).st_mode & 0o777       # the umask mode; a writer that recreates tmp may narrow it
     try:
         yield tmp
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
