@@ -67,18 +67,36 @@ class Snake(nn.Module):
         return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
 
 
-class ELU(nn.Module):
-    """ELU(x) = x for x > 0, exp(x) - 1 otherwise.
+def _elu(x: torch.Tensor) -> torch.Tensor:
+    """ELU (alpha 1) in three in-place steps on one new tensor."""
+    return x.clamp(max=0).exp_().sub_(1).add_(x.clamp(min=0))
 
-    Same function as ``nn.ELU()`` (alpha 1), written with clamp and exp because PyTorch's CPU
-    ELU kernel is several times slower than exp (measured in tools/bench_speed.py). Without
-    autograd the pieces are computed in place to avoid full-size temporaries.
+
+class _ELUFunction(torch.autograd.Function):
+    """ELU whose backward uses its output: d/dx = 1 for x > 0, exp(x) = y + 1 otherwise."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = _elu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * y.clamp(max=0).add_(1)
+
+
+class ELU(nn.Module):
+    """ELU(x) = x for x > 0, exp(x) - 1 otherwise: the same function as ``nn.ELU()``.
+
+    Written with clamp and exp, and with a backward from the output, because PyTorch's CPU
+    ELU kernel is several times slower than exp and autograd through the pieces is slower
+    still (measured with tools/bench_speed.py and tools/bench_train.py).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            return x.clamp(min=0) + (x.clamp(max=0).exp() - 1)
-        return x.clamp(max=0).exp_().sub_(1).add_(x.clamp(min=0))
+        return _ELUFunction.apply(x) if torch.is_grad_enabled() and x.requires_grad else _elu(x)
 
 
 def activation(name: str, channels: int) -> nn.Module:
