@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from codec.api import decode_file, encode_file, read_header
+from codec.runtime import keep_freed_memory
 
 PROG = "codec"
 
@@ -195,6 +196,7 @@ def _one_line(err: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
+    keep_freed_memory()
     try:
         args = build_parser().parse_args(argv)
         return HANDLERS[args.command](args)

@@ -14,6 +14,7 @@ import time
 import torch
 
 from codec import Codec, CodecConfig
+from codec.runtime import keep_freed_memory
 from codec.rvq import ResidualVQ
 
 
@@ -94,8 +95,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["codec", "rvq"], default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    tuned = keep_freed_memory()          # as the codec command does
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, freed memory kept: {tuned}")
     if args.only in (None, "codec"):
         bench_codec(args.seconds, args.repeats)
     if args.only in (None, "rvq"):

@@ -18,6 +18,7 @@ import torch
 from codec.losses import LossWeights, ReconstructionLoss
 from codec.model import Codec
 from codec.recipe import load_recipe
+from codec.runtime import keep_freed_memory
 
 
 def step_seconds(forward, params, loss, batch: torch.Tensor, steps: int) -> float:
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    tuned = keep_freed_memory()          # as the codec command does
     torch.manual_seed(0)
     rows = {}
     model, forward = ours(args.recipe)
@@ -83,7 +85,7 @@ def main() -> None:
     except ImportError:
         print("the encodec package is not installed (pip install '.[bench]'): measuring ours only")
     audio = args.batch * args.seconds
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch} x {args.seconds:g} s")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, freed memory kept: {tuned}, batch {args.batch} x {args.seconds:g} s")
     for name, sec in rows.items():
         print(f"{name:>45}: {sec:.3f} s/step = {audio / sec:6.2f} s of audio per second")
     if len(rows) == 2:
