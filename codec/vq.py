@@ -46,12 +46,12 @@ class VectorQuantizer(nn.Module):
         if self.training and not bool(self.codebook.initialized):
             self.codebook.init_kmeans(rows)
         codes = self.codebook.encode(rows)
+        quantized = self.decode(codes.view(x.shape[0], x.shape[2]))          # before the codebook moves
         resets = 0
         if self.training:
             keep = slice(None) if mask is None else mask.bool().repeat_interleave(x.shape[2])
             resets = self.codebook.update(rows[keep], codes[keep])
         codes = codes.view(x.shape[0], x.shape[2])                           # (B, F)
-        quantized = self.decode(codes)
         return VQOutput(quantized, codes, masked_mse(x, quantized.detach(), mask), resets)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -88,10 +88,11 @@ def test_per_sample_dropout_masks_later_stages_per_sample():
     torch.manual_seed(7)
     active = torch.randint(1, 5, (16,))
     torch.manual_seed(7)
+    books = [layer.codebook.embed.clone() for layer in rvq.layers]     # the step's codebooks, before it learns
     out = rvq(x)
     assert out.bits_per_frame.item() == pytest.approx(active.float().mean().item() * 3)
     for b in range(16):   # sample b's latent is the sum of its first active[b] stages, taken from the codes
-        expected = sum(rvq.layers[i].decode(out.codes[b:b + 1, i]) for i in range(int(active[b])))
+        expected = sum(books[i][out.codes[b, i]].t()[None] for i in range(int(active[b])))
         torch.testing.assert_close(out.latent[b:b + 1], expected, rtol=0, atol=1e-5)
 
 
@@ -105,3 +106,17 @@ def test_training_learns_codebooks_that_reduce_error_stage_by_stage():
     errors = [(rvq.decode(rvq.encode(data, n_q=k)) - data).pow(2).mean().item() for k in range(1, 5)]
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 0.5 * data.pow(2).mean().item()
+
+
+def test_training_output_uses_the_codebook_the_codes_were_assigned_with():
+    """The step's EMA update and dead-code resets must not leak into this step's output."""
+    from codec.codebook import CodebookConfig
+    from codec.vq import VectorQuantizer
+    torch.manual_seed(3)
+    vq = VectorQuantizer(4, 64, CodebookConfig(dead_threshold=2.0))
+    vq(torch.randn(2, 4, 50))                                   # k-means init
+    before = vq.codebook.embed.clone()
+    out = vq(torch.randn(2, 4, 50))
+    assert out.resets > 0                                       # the codebook did change in this step
+    assert not torch.equal(vq.codebook.embed, before)
+    assert torch.equal(out.quantized, before[out.codes].transpose(1, 2))
