@@ -43,8 +43,8 @@ class AEBottleneck(nn.Module):
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) in nats, summed over dim 1: (B, D, F) -> (B, F)."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+    """KL(N(mu, exp(logvar)) || N(0, 1)) in nats, element by element: (B, D, F) -> (B, D, F)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
 class VAEBottleneck(nn.Module):
@@ -54,10 +54,11 @@ class VAEBottleneck(nn.Module):
     ``encode`` returns the posterior mean, the latent a deterministic decoder should use.
     """
 
-    def __init__(self, dim: int, logvar_min: float = -30.0, logvar_max: float = 20.0) -> None:
+    def __init__(self, dim: int, free_bits: float = 0.0, logvar_min: float = -30.0, logvar_max: float = 20.0) -> None:
         super().__init__()
         self.to_mu = nn.Conv1d(dim, dim, 1)
         self.to_logvar = nn.Conv1d(dim, dim, 1)
+        self.free_bits = free_bits            # nats per latent dimension and frame that the KL loss forgives
         self.logvar_range = (logvar_min, logvar_max)
 
     def posterior(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,8 +68,11 @@ class VAEBottleneck(nn.Module):
     def forward(self, h: torch.Tensor) -> BottleneckOutput:
         mu, logvar = self.posterior(h)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
-        kl = gaussian_kl(mu, logvar).mean()      # nats per frame
-        return BottleneckOutput(z, {"kl": kl}, None, kl.detach() / math.log(2))
+        kl_per_dim = gaussian_kl(mu, logvar).mean(dim=(0, 2))        # (D,) nats per frame
+        kl = kl_per_dim.sum()
+        # free bits (Kingma et al. 2016): dimensions under the floor cost nothing, so they may carry information
+        loss = kl_per_dim.clamp(min=self.free_bits).sum() if self.free_bits > 0 else kl
+        return BottleneckOutput(z, {"kl": loss}, None, kl.detach() / math.log(2))
 
     def encode(self, h: torch.Tensor) -> torch.Tensor:
         """The posterior mean (B, D, F): a continuous latent, not codes."""

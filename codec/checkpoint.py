@@ -13,19 +13,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from codec.fileio import atomic_path
+from codec.fileio import atomic_write
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
 class CheckpointError(ValueError):
     """A model file or directory that cannot be loaded."""
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path to path; no temp file is left on failure."""
-    with atomic_path(path) as tmp:
-        write(tmp)
 
 
 def state_fingerprint(state: dict[str, torch.Tensor]) -> str:

@@ -3,7 +3,7 @@
 State (buffers, all saved with the model):
     cluster_size (K,)    EMA of how many vectors each code was assigned
     embed_sum    (K, D)  EMA of the sum of those vectors
-    embed        (K, D)  the codebook, always embed_sum / laplace_smoothing(cluster_size)
+    embed        (K, D)  the codebook: embed_sum / laplace_smoothing(cluster_size) once initialised
     initialized  ()      whether k-means has run
 
 Invariant kept after every training step (and tested): ``embed`` equals the EMA sums
@@ -112,10 +112,16 @@ class EuclideanCodebook(nn.Module):
     # -- learning -------------------------------------------------------------------------
     @torch.no_grad()
     def init_kmeans(self, x: torch.Tensor) -> None:
-        """Initialise from k-means on x (N, D), run on rank 0 and broadcast."""
-        centroids, counts = kmeans(x.float(), self.size, self.cfg.kmeans_iters)
-        self.cluster_size.copy_(dist.broadcast_(counts))
-        self.embed_sum.copy_(dist.broadcast_(centroids) * self._smoothed_counts()[:, None])
+        """Initialise from k-means on x (N, D): run on rank 0, broadcast, counted over all ranks."""
+        x = x.float()
+        if dist.rank() == 0:
+            centroids, _ = kmeans(x, self.size, self.cfg.kmeans_iters)
+        else:
+            centroids = x.new_empty(self.size, self.dim)
+        dist.broadcast_(centroids)
+        counts, _ = assignment_stats(x, nearest(x, centroids), self.size)   # over every rank's vectors,
+        self.cluster_size.copy_(dist.all_reduce_sum_(counts))              # as the EMA steps will count
+        self.embed_sum.copy_(centroids * self._smoothed_counts()[:, None])
         self._refresh_embed()
         self.initialized.fill_(True)
 
@@ -142,9 +148,11 @@ class EuclideanCodebook(nn.Module):
         n_dead = int(dead.sum())
         if n_dead == 0:
             return 0
-        # rank 0 decides; a rank 0 with no vectors this step (per-sample dropout) keeps the old codes
-        local = sample_vectors(x.float(), n_dead) if x.shape[0] else self.embed[dead]
-        samples = dist.broadcast_(local.contiguous())
+        # rank 0 draws the replacements; with no vectors there this step (per-sample dropout), none
+        if not int(dist.broadcast_(torch.tensor(int(x.shape[0] > 0), device=x.device))):
+            return 0
+        local = sample_vectors(x.float(), n_dead) if x.shape[0] else x.new_empty(n_dead, self.dim)
+        samples = dist.broadcast_(local.float().contiguous())
         self.cluster_size[dead] = self.cfg.dead_threshold
         self.embed_sum[dead] = samples * self._smoothed_counts()[dead][:, None]
         self._refresh_embed()

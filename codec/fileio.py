@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,6 +37,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
+    """Call write(tmp_path) for a temporary path beside ``path``, then rename it into place."""
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

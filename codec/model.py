@@ -39,6 +39,7 @@ class CodecConfig:
     quantizer_dropout: bool = True          # rvq: train with 1..n_q codebooks drawn per batch
     dropout_per_sample: bool = False        # rvq: draw per sample instead of per batch
     ae_float_bits: int = 32                 # ae: width of the stored floats
+    vae_free_bits: float = 0.0              # vae: KL floor per latent dimension (nats per frame); 0 = off
 
     def __post_init__(self) -> None:
         if isinstance(self.seanet, dict):
@@ -82,7 +83,7 @@ def make_bottleneck(cfg: CodecConfig) -> nn.Module:
     if cfg.bottleneck == "ae":
         return AEBottleneck(dim, cfg.ae_float_bits)
     if cfg.bottleneck == "vae":
-        return VAEBottleneck(dim)
+        return VAEBottleneck(dim, cfg.vae_free_bits)
     return ResidualVQ(dim, cfg.n_q, cfg.codebook_size, cfg.codebook,
                       dropout=cfg.quantizer_dropout and cfg.n_q > 1,
                       dropout_per_sample=cfg.dropout_per_sample)

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from codec.checkpoint import atomic_write
+from codec.fileio import atomic_write
 from codec.metrics import METRICS, metric_versions
 
 ROW_COLUMNS = ["clip", "kind", "duration_s", "sample_rate", "system", "curve", "family", "setting", "n_q",

@@ -104,14 +104,14 @@ def load_train_state(path: Path, model, optimizers: dict, extra_modules: dict) -
         tensors = load_file(str(state_file))
         with safe_open(str(state_file), "pt") as f:
             meta = json.loads(f.metadata()["meta"])
-    except Exception as e:  # noqa: BLE001 - any unreadable state is one clear error
-        raise CheckpointError(f"{state_file}: unreadable training state ({e})") from None
-    for name, opt in optimizers.items():
-        opt.load_state_dict(unflatten_optimizer(f"opt.{name}", tensors, meta["optimizers"][name]))
-    for name, module in extra_modules.items():
-        prefix = f"module.{name}."
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(unflatten_optimizer(f"opt.{name}", tensors, meta["optimizers"][name]))
+        for name, module in extra_modules.items():
+            prefix = f"module.{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+    except Exception as e:  # noqa: BLE001 - any unreadable or mismatched state is one clear error
+        raise CheckpointError(f"{state_file}: unreadable training state ({type(e).__name__}: {e})") from None
     return int(meta["step"])

@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from codec import distributed as dist
 from codec.data import AudioDataset, DatasetError
 from codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
+from codec.entropy import count_symbols
 from codec.losses import MultiScaleMel, ReconstructionLoss, si_sdr
 from codec.model import Codec
 from codec.recipe import Recipe, load_recipe
@@ -118,15 +120,14 @@ def validate(model: Codec, batch: torch.Tensor, mel: MultiScaleMel) -> dict[str,
 def gather_symbol_counts(model: Codec, dataset: AudioDataset, items: int, batch: int) -> torch.Tensor:
     """Per-codebook symbol counts (n_q, K) over the first ``items`` crops of the dataset."""
     model.eval()
-    counts = torch.zeros(model.n_q, model.codebook_size, dtype=torch.int64)
+    counts = np.zeros((model.n_q, model.codebook_size), dtype=np.int64)
     device = next(model.parameters()).device
     dataset.set_epoch(0)
     idx = list(range(min(items, len(dataset))))
     for start in range(0, len(idx), batch):
-        codes = model.encode(torch.stack([dataset[i] for i in idx[start:start + batch]]).to(device)).cpu()
-        for q in range(model.n_q):
-            counts[q] += torch.bincount(codes[:, q].reshape(-1), minlength=model.codebook_size)
-    return counts
+        codes = model.encode(torch.stack([dataset[i] for i in idx[start:start + batch]]).to(device))
+        counts += count_symbols(codes.cpu().numpy(), model.codebook_size)
+    return torch.from_numpy(counts)
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -205,13 +206,24 @@ class Trainer:
         return True
 
     def save(self) -> Path | None:
-        path = None
+        return self._on_rank_zero(lambda: save_checkpoint(self.ckpt_dir, self.step, self.model, self.optimizers,
+                                                          self.extra, self.recipe.to_json(),
+                                                          self.cfg.keep_checkpoints))
+
+    def _on_rank_zero(self, work):
+        """Run work() on rank 0 while the others wait; if it fails, every rank raises (no rank hangs)."""
+        result, error = None, None
         if dist.rank() == 0:
-            path = save_checkpoint(self.ckpt_dir, self.step, self.model, self.optimizers, self.extra,
-                                   self.recipe.to_json(), self.cfg.keep_checkpoints)
-        if dist.is_distributed():
-            torch_dist.barrier()
-        return path
+            try:
+                result = work()
+            except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+                error = e
+        failed = dist.all_reduce_sum_(torch.tensor(float(error is not None), device=self.device))
+        if error is not None:
+            raise error
+        if failed > 0:
+            raise TrainingError("rank 0 failed while writing; see its error")
+        return result
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
@@ -302,13 +314,14 @@ class Trainer:
 
     def finish(self) -> Path | None:
         """Symbol statistics over training crops, a last checkpoint and the final model directory."""
-        final = None
         self._log(self.out_dir / "metrics.jsonl", {"rank_fingerprints": self.check_ranks_agree()}, None)
-        if dist.rank() == 0:
+
+        def statistics_and_model() -> Path:
             if self.model.is_quantized:
                 self.model.symbol_counts.copy_(gather_symbol_counts(self.model, self.train_set,
                                                                     self.cfg.stats_items, self.cfg.batch_size))
-            final = self.model.save(self.out_dir / "model")
+            return self.model.save(self.out_dir / "model")
+        final = self._on_rank_zero(statistics_and_model)
         self.save()
         return final
 

@@ -111,7 +111,7 @@ def test_vae_kl_matches_a_monte_carlo_estimate():
     log_q = (-0.5 * ((z - mu) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(1)
     log_p = (-0.5 * z ** 2 - 0.5 * math.log(2 * math.pi)).sum(1)
     mc = (log_q - log_p).mean(0)                                  # (F,)
-    torch.testing.assert_close(gaussian_kl(mu, logvar)[0], mc, rtol=0.02, atol=0.02)
+    torch.testing.assert_close(gaussian_kl(mu, logvar).sum(1)[0], mc, rtol=0.02, atol=0.02)
 
 
 def test_vae_rate_is_kl_over_ln2_and_sampling_only_in_training():
@@ -125,6 +125,19 @@ def test_vae_rate_is_kl_over_ln2_and_sampling_only_in_training():
     assert torch.equal(model(x).audio, model(x).audio)             # z = mu
     with pytest.raises(ValueError, match="no nominal bitrate"):
         model.bitrate()
+
+
+def test_vae_free_bits_forgive_dimensions_under_the_floor_but_not_the_rate():
+    torch.manual_seed(0)
+    plain, free = tiny_model("vae"), tiny_model("vae", vae_free_bits=0.5)
+    free.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 1600)
+    a, b = plain.eval()(x), free.eval()(x)
+    assert torch.equal(a.bits_per_frame, b.bits_per_frame)                 # the rate is the true KL
+    h = plain.encoder(plain._pad(x)[0])
+    per_dim = gaussian_kl(*plain.bottleneck.posterior(h)).mean(dim=(0, 2))
+    torch.testing.assert_close(b.losses["kl"], per_dim.clamp(min=0.5).sum())
+    assert b.losses["kl"] >= a.losses["kl"]
 
 
 def test_ae_rate_is_the_stored_float_width():
