@@ -4,7 +4,8 @@
     header = codec.encode_file("talk.flac", "talk.rvqt", model="speech16k", kbps=3)
     codec.decode_file("talk.rvqt", "talk.wav")           # original rate, channels and length
     tokens = codec.read_tokens("talk.rvqt")               # header + codes (C, n_q, F)
-    codec.write_tokens("copy.rvqt", tokens.codes, model)  # codes from model.encode(...)
+    codec.write_tokens("copy.rvqt", tokens.codes, model,   # codes from model.encode(...) or a file
+                       sample_rate=tokens.header.sample_rate, num_samples=tokens.header.num_samples)
 
 Any input soundfile reads, at any rate (resampled to the model's and back) and with any number
 of channels (each one coded as a separate mono stream). Files of any length are processed in
@@ -163,9 +164,15 @@ def write_tokens(path: str | os.PathLike, codes: torch.Tensor, model: ModelLike,
     check_output(path, force)
     if codes.dim() != 3 or not 1 <= codes.shape[1] <= model.n_q:
         raise ValueError(f"codes must have shape (channels, n_q <= {model.n_q}, frames), got {tuple(codes.shape)}")
+    sample_rate = sample_rate or model.sample_rate
     if num_samples is None:
         num_samples = getattr(codes, "num_samples", codes.shape[-1] * model.hop_length)
-    return _write(path, model, name, codes, sample_rate or model.sample_rate, num_samples)
+        num_samples = resampled_length(num_samples, model.sample_rate, sample_rate)
+    expected = model.frames(resampled_length(num_samples, sample_rate, model.sample_rate))
+    if expected != codes.shape[-1]:       # the reader would refuse such a file
+        raise ValueError(f"{num_samples} samples at {sample_rate} Hz make {expected} frames, "
+                         f"but the codes have {codes.shape[-1]}")
+    return _write(path, model, name, codes, sample_rate, num_samples)
 
 
 def token_header(model: Codec, name: str, codes: torch.Tensor, sample_rate: int,

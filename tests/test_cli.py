@@ -167,6 +167,11 @@ def test_write_and_read_tokens_twins(tmp_path, models, speech_wav):
     assert model.decode(tokens.codes).shape == (1, 1, wav.shape[1])
     with pytest.raises(FileExistsError):
         write_tokens(tmp_path / "t.rvqt", codes, model)
+    with pytest.raises(ValueError, match=r"10 samples at 16000 Hz make 1 frames, but the codes have"):
+        write_tokens(tmp_path / "u.rvqt", codes, model, num_samples=10)   # a file its reader would refuse
+    copy = write_tokens(tmp_path / "c.rvqt", codes.clone(), model, sample_rate=44100,
+                        num_samples=resampled_length(wav.shape[1], 16000, 44100))
+    assert read_tokens(tmp_path / "c.rvqt", model).header == copy
 
 
 # ---------------------------------------------------------------- bitrates and entropy coding
