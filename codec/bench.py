@@ -41,8 +41,10 @@ import torch
 from tqdm import tqdm
 
 from codec import classic, report
-from codec.audio import AudioError, audio_suffixes, load_audio, resample, save_audio, to_mono
-from codec.checkpoint import CheckpointError, atomic_write
+from codec.audio import AudioError, load_audio, resample, save_audio, to_mono
+from codec.checkpoint import CheckpointError
+from codec.data import audio_files
+from codec.fileio import atomic_write
 from codec.metrics import METRICS, available_metrics, compute_metrics, metric_versions
 from codec.model import Codec, CodecConfig
 from codec.tokenfile import encode_token_bytes
@@ -141,11 +143,7 @@ def _audio_entries(root: Path, split: str | None) -> tuple[Path, list[tuple[Path
         return root, _manifest_entries(root / "manifest.csv", split)
     if split is not None:
         raise BenchError(f"--split needs a manifest.csv in {root}")
-    suffixes = audio_suffixes()
-    files = [p for p in sorted(root.rglob("*"))
-             if p.suffix.lower() in suffixes and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
-    return root, [(p, None) for p in files]
+    return root, [(p, None) for p in audio_files(root)]
 
 
 def find_clips(audio: str | Path, kind: str = "auto", max_clips: int | None = None,

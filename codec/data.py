@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import csv
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +29,6 @@ from codec.audio import AudioError, audio_info, audio_suffixes, load_audio, resa
 
 SPLITS = ("train", "valid", "test")
 MANIFEST_NAME = "manifest.csv"
-# Source samples read on each side of a window when not caching: well beyond the
-# reach of torchaudio's default resampling kernel (6 zero crossings of the lower rate).
-_RESAMPLE_MARGIN = 256
 
 
 class DatasetError(ValueError):
@@ -111,15 +107,16 @@ def _read_manifest(manifest: Path, config: DataConfig, split: str) -> list[Path]
     return paths
 
 
-def _scan_folder(root: Path, config: DataConfig, split: str) -> list[Path]:
+def audio_files(root: Path) -> list[Path]:
+    """Every file under ``root`` (recursively, sorted) that soundfile reads; hidden ones skipped."""
     suffixes = audio_suffixes()
-    found = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # hidden files, including temporaries of interrupted writes
-        if path.suffix.lower() in suffixes and path.is_file():
-            found.append(path)
+    return [p for p in sorted(root.rglob("*"))
+            if p.suffix.lower() in suffixes and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)]  # incl. temporaries
+
+
+def _scan_folder(root: Path, config: DataConfig, split: str) -> list[Path]:
+    found = audio_files(root)
     if not found:
         raise DatasetError(f"no audio files found under {root}")
     return [p for p in found
@@ -221,19 +218,10 @@ class AudioDataset(Dataset):
         return resample(to_mono(wav, self.config.channel), sr, self.config.sample_rate)
 
     def _read_window(self, clip: Clip, start: int, length: int) -> torch.Tensor:
-        """Reads only the source samples a window needs (plus a margin for the resampling filter)."""
-        src, dst = clip.source_rate, self.config.sample_rate
-        g = math.gcd(src, dst)
-        src_unit, dst_unit = src // g, dst // g  # src_unit source samples <-> dst_unit output samples
-        margin = -(-_RESAMPLE_MARGIN // src_unit) if src != dst else 0
-        block = max(0, start // dst_unit - margin)
-        first = block * src_unit
-        last = -(-(start + length) * src_unit // dst_unit) + margin * src_unit
-        wav, sr = load_audio(clip.path, start=first, frames=last - first)
-        wav = resample(to_mono(wav, self.config.channel), sr, dst)
-        offset = start - block * dst_unit
-        return wav[:, offset:offset + length]
-
+        """Reads only the source samples a window needs (codec.streaming.ResampledSignal)."""
+        from codec.streaming import FileSignal, ResampledSignal
+        window = ResampledSignal(FileSignal(clip.path), self.config.sample_rate).read(start, start + length)
+        return to_mono(window, self.config.channel)
 
 
 def make_datasets(config: DataConfig) -> tuple[AudioDataset, AudioDataset]:
