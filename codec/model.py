@@ -43,9 +43,9 @@ class CodecConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.seanet, dict):
-            self.seanet = _from_dict(SEANetConfig, self.seanet)
+            self.seanet = config_from_dict(SEANetConfig, self.seanet)
         if isinstance(self.codebook, dict):
-            self.codebook = _from_dict(CodebookConfig, self.codebook)
+            self.codebook = config_from_dict(CodebookConfig, self.codebook)
         if self.bottleneck not in BOTTLENECKS:
             raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {self.bottleneck!r}")
         if self.bottleneck == "vq":
@@ -58,15 +58,16 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CodecConfig":
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
-def _from_dict(cls, data: dict):
+def config_from_dict(cls, data: dict):
+    """Build the config dataclass ``cls`` from a dict (TOML/JSON): unknown keys are an error, lists become tuples."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
-    return cls(**data)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from codec.data import DataConfig
 from codec.losses import LossWeights
-from codec.model import CodecConfig
+from codec.model import CodecConfig, config_from_dict
 
 
 @dataclass
@@ -63,17 +63,9 @@ class Recipe:
         if unknown:
             raise ValueError(f"unknown recipe tables: {', '.join(unknown)}")
         return cls(model=CodecConfig.from_dict(data.get("model", {})),
-                   data=_build(DataConfig, data.get("data", {})),
-                   train=_build(TrainConfig, data.get("train", {})),
-                   loss=_build(LossWeights, data.get("loss", {})))
-
-
-def _build(cls, values: dict):
-    unknown = sorted(set(values) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**converted)
+                   data=config_from_dict(DataConfig, data.get("data", {})),
+                   train=config_from_dict(TrainConfig, data.get("train", {})),
+                   loss=config_from_dict(LossWeights, data.get("loss", {})))
 
 
 def merge(base: dict, override: dict) -> dict:
