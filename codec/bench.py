@@ -365,7 +365,10 @@ def evaluate(task: Task) -> dict:
     ref, sample_rate = load_reference(clip)
     runner = run_model if system.model is not None else run_classic
     decoded = runner(system, ref, sample_rate)
-    scores = compute_metrics(ref, decoded.audio, sample_rate, clip.kind, task.metrics)
+    try:
+        scores = compute_metrics(ref, decoded.audio, sample_rate, clip.kind, task.metrics)
+    except (ValueError, IndexError, RuntimeError) as err:   # a metric package failing on this clip
+        raise BenchError(f"{clip.path}, {system.id}: a metric failed: {type(err).__name__}: {err}") from None
     save_audio(Path(task.out) / task.audio_rel, torch.as_tensor(decoded.audio).float(), sample_rate)
     row = {"clip": clip.id, "kind": clip.kind, "duration_s": len(ref) / sample_rate, "sample_rate": sample_rate,
            "system": system.id, "curve": system.curve, "family": system.family, "setting": system.setting,
@@ -556,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("codec: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (BenchError, CheckpointError, AudioError, classic.ClassicCodecError, OSError) as err:
+    except (BenchError, CheckpointError, AudioError, classic.ClassicCodecError, OSError, ValueError) as err:
         print(f"codec: error: {err}", file=sys.stderr)
         return 1
     if not getattr(args, "quiet", False):

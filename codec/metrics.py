@@ -169,13 +169,20 @@ VISQOL_RATES = {"speech": 16000, "audio": 48000}
 
 
 def visqol_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str = "speech") -> float:
-    """ViSQOL MOS-LQO: mode "speech" at 16 kHz or "audio" at 48 kHz (signals resampled to it)."""
+    """ViSQOL MOS-LQO: mode "speech" at 16 kHz or "audio" at 48 kHz (signals resampled to it).
+
+    NaN for a clip too short to hold one of ViSQOL's comparison patches (visqol-python fails
+    with IndexError on e.g. 0.38 s of speech); averages leave NaN out and report the count.
+    """
     if mode not in VISQOL_RATES:
         raise ValueError(f"ViSQOL mode must be one of {tuple(VISQOL_RATES)}, got {mode!r}")
     ref, est = _check_pair(ref, est)
     rate = VISQOL_RATES[mode]
-    result = _visqol_api(mode).measure_from_arrays(resample_array(ref, sample_rate, rate),
-                                                   resample_array(est, sample_rate, rate), rate)
+    try:
+        result = _visqol_api(mode).measure_from_arrays(resample_array(ref, sample_rate, rate),
+                                                       resample_array(est, sample_rate, rate), rate)
+    except IndexError:
+        return float("nan")
     return float(result.moslqo)
 
 

@@ -123,3 +123,12 @@ def test_versions_name_what_computes_each_metric():
     for name in available_metrics():
         if METRICS[name].package:
             assert versions[name].startswith(METRICS[name].package)
+
+
+def test_visqol_is_nan_for_a_clip_too_short_for_its_patches(speech_wav):
+    pytest.importorskip("visqol")
+    from codec.audio import load_audio
+    from codec.metrics import visqol_score
+    wav, sr = load_audio(speech_wav)
+    short = wav[0, 16000:16000 + int(0.376 * sr)].double().numpy()      # the length of a held-out prompt
+    assert np.isnan(visqol_score(short, short, sr, "speech"))
