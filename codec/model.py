@@ -136,7 +136,7 @@ class Codec(nn.Module):
             return self.config.ae_float_bits * self.config.seanet.latent_dim * self.frame_rate
         if self.config.bottleneck == "vae":
             raise ValueError("a VAE has no nominal bitrate: its rate is KL / ln 2, see forward(...).bits_per_frame")
-        n_q = self.bottleneck._check_n_q(n_q)
+        n_q = self.bottleneck.check_n_q(n_q)
         return n_q * math.log2(self.codebook_size) * self.frame_rate
 
     def frames(self, num_samples: int) -> int:
@@ -145,7 +145,7 @@ class Codec(nn.Module):
     # -- training --------------------------------------------------------------------------
     def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
         """wav (B, C, T) -> reconstruction (B, C, T) with the bottleneck's losses, codes and rate."""
-        padded, length = self._pad(wav)
+        padded, length = self.pad_to_frames(wav)
         h = self.encoder(padded)
         out: BottleneckOutput = self.bottleneck(h, n_q) if self.is_quantized else self.bottleneck(h)
         audio = self.decoder(out.latent)[..., :length]
@@ -160,7 +160,7 @@ class Codec(nn.Module):
         (AE: rounded to its stored float width; VAE: the posterior mean). The original length
         is recorded as ``result.num_samples``.
         """
-        padded, length = self._pad(wav)
+        padded, length = self.pad_to_frames(wav)
         with parametrize.cached():              # weight norm computed once per call, not per layer use
             h = self.encoder(padded)
         result = self.bottleneck.encode(h, n_q) if self.is_quantized else self.bottleneck.encode(h)
@@ -183,7 +183,8 @@ class Codec(nn.Module):
         length = getattr(codes, "num_samples", None) if length is None else length
         return audio if length is None else audio[..., :length]
 
-    def _pad(self, wav: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def pad_to_frames(self, wav: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Check wav (B, C, T) and zero-pad it on the right to whole frames -> (padded, T)."""
         if wav.dim() != 3 or wav.shape[1] != self.channels:
             raise ValueError(f"expected audio of shape (batch, {self.channels}, samples), got {tuple(wav.shape)}")
         length = wav.shape[-1]

@@ -46,7 +46,7 @@ class ResidualVQ(nn.Module):
 
     def forward(self, x: torch.Tensor, n_q: int | None = None) -> BottleneckOutput:
         """x (B, D, F) -> quantized latent, codes (B, n_used, F), commitment loss, bits per frame."""
-        n_q = self._check_n_q(n_q)
+        n_q = self.check_n_q(n_q)
         if torch.is_autocast_enabled(x.device.type):     # distances and EMA statistics in float32
             with torch.autocast(x.device.type, enabled=False):
                 return self.forward(x.float(), n_q)
@@ -72,7 +72,7 @@ class ResidualVQ(nn.Module):
     def encode(self, x: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
         """x (B, D, F) -> codes (B, n_q, F)."""
         residual, codes = x, []
-        for layer in self.layers[:self._check_n_q(n_q)]:
+        for layer in self.layers[:self.check_n_q(n_q)]:
             c = layer.encode(residual)
             residual = residual - layer.decode(c)
             codes.append(c)
@@ -80,7 +80,7 @@ class ResidualVQ(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, n, F) with n <= n_q -> latent (B, D, F), the sum of the first n stages."""
-        self._check_n_q(codes.shape[1])
+        self.check_n_q(codes.shape[1])
         latent = self.layers[0].decode(codes[:, 0])
         for i in range(1, codes.shape[1]):
             latent = latent + self.layers[i].decode(codes[:, i])
@@ -90,7 +90,7 @@ class ResidualVQ(nn.Module):
         """Per stage: EMA usage perplexity and number of dead codes."""
         return [layer.codebook.health() for layer in self.layers]
 
-    def _check_n_q(self, n_q: int | None) -> int:
+    def check_n_q(self, n_q: int | None) -> int:
         n_q = self.n_q if n_q is None else int(n_q)
         if not 1 <= n_q <= self.n_q:
             raise ValueError(f"n_q must be between 1 and {self.n_q}, got {n_q}")

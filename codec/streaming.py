@@ -261,7 +261,7 @@ class DecodedSignal(Signal):
 # ---------------------------------------------------------------------------- chunked coding
 def chunks(num_frames: int, chunk_frames: int) -> Iterator[tuple[int, int]]:
     """[f0, f1) frame ranges covering [0, num_frames): as few as chunks of at most chunk_frames
-    allow, of equal size to within one frame (no short tail: each has > chunk_frames / 2)."""
+    allow, of equal size to within one frame (no short tail: each has >= chunk_frames / 2)."""
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     count = -(-num_frames // chunk_frames)
@@ -318,7 +318,7 @@ def encode_chunked(model, wav: torch.Tensor, n_q: int | None = None,
     Equal to ``model.encode(wav, n_q)`` as stated in this module's docstring; the original
     length is recorded as ``codes.num_samples``.
     """
-    model._pad(wav)                                     # same shape checks as model.encode
+    model.pad_to_frames(wav)                                     # same shape checks as model.encode
     length = wav.shape[-1]
 
     def read(start: int, stop: int) -> torch.Tensor:    # zeros past the end, like Codec._pad

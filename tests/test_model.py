@@ -134,7 +134,7 @@ def test_vae_free_bits_forgive_dimensions_under_the_floor_but_not_the_rate():
     x = torch.randn(2, 1, 1600)
     a, b = plain.eval()(x), free.eval()(x)
     assert torch.equal(a.bits_per_frame, b.bits_per_frame)                 # the rate is the true KL
-    h = plain.encoder(plain._pad(x)[0])
+    h = plain.encoder(plain.pad_to_frames(x)[0])
     per_dim = gaussian_kl(*plain.bottleneck.posterior(h)).mean(dim=(0, 2))
     torch.testing.assert_close(b.losses["kl"], per_dim.clamp(min=0.5).sum())
     assert b.losses["kl"] >= a.losses["kl"]
