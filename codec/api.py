@@ -172,7 +172,7 @@ def write_tokens(path: str | os.PathLike, codes: torch.Tensor, model: ModelLike,
     if expected != codes.shape[-1]:       # the reader would refuse such a file
         raise ValueError(f"{num_samples} samples at {sample_rate} Hz make {expected} frames, "
                          f"but the codes have {codes.shape[-1]}")
-    return _write(path, model, name, codes, sample_rate, num_samples)
+    return _write(path, model, name, codes, sample_rate, num_samples, force)
 
 
 def token_header(model: Codec, name: str, codes: torch.Tensor, sample_rate: int,
@@ -189,9 +189,9 @@ def token_header(model: Codec, name: str, codes: torch.Tensor, sample_rate: int,
 
 
 def _write(path, model: Codec, name: str, codes: torch.Tensor, sample_rate: int,
-           num_samples: int) -> TokenHeader:
+           num_samples: int, force: bool) -> TokenHeader:
     header, probs = token_header(model, name, codes, sample_rate, num_samples)
-    write_token_file(path, header, codes.cpu().numpy(), probs)
+    write_token_file(path, header, codes.cpu().numpy(), probs, overwrite=force)
     return header
 
 
@@ -217,7 +217,7 @@ def encode_file(in_path: str | os.PathLike, out_path: str | os.PathLike, model: 
     signal = ResampledSignal(source, model.sample_rate)
     codes = encode_signal(model, signal, n_q, chunk_frames, progress)        # (C, n_q, F)
     check_output(out_path, force)                                            # still free?
-    return _write(out_path, model, name, codes, source.sample_rate, source.length)
+    return _write(out_path, model, name, codes, source.sample_rate, source.length, force)
 
 
 def decode_file(in_path: str | os.PathLike, out_path: str | os.PathLike, model: ModelLike | None = None,
@@ -236,7 +236,7 @@ def decode_file(in_path: str | os.PathLike, out_path: str | os.PathLike, model: 
     if not model_rate:
         signal = ResampledSignal(signal, tokens.header.sample_rate, tokens.header.num_samples)
     window = chunk_frames * model.hop_length * signal.sample_rate // model.sample_rate
-    write_signal(out_path, signal, window=max(window, 1), progress=progress)
+    write_signal(out_path, signal, window=max(window, 1), progress=progress, overwrite=force)
     return AudioInfo(signal.sample_rate, signal.length, signal.channels)
 
 

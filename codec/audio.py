@@ -161,7 +161,7 @@ def save_audio(
 
 
 def write_audio_blocks(path: str | os.PathLike, sample_rate: int, channels: int,
-                       blocks: Iterable[torch.Tensor], subtype: str | None = None) -> None:
+                       blocks: Iterable[torch.Tensor], subtype: str | None = None, overwrite: bool = True) -> None:
     """Write (C, t) blocks one after another into one file whose format the suffix names.
 
     Samples are clipped to [-1, 1] for integer subtypes; a block with NaN or infinite samples
@@ -174,7 +174,7 @@ def write_audio_blocks(path: str | os.PathLike, sample_rate: int, channels: int,
         raise AudioError(f"folder does not exist: {path.parent}")
     clip = not ("FLOAT" in subtype or "DOUBLE" in subtype)
     try:
-        with atomic_path(path) as tmp, sf.SoundFile(tmp, "w", _rate(sample_rate), channels, subtype,
+        with atomic_path(path, overwrite) as tmp, sf.SoundFile(tmp, "w", _rate(sample_rate), channels, subtype,
                                                     format=fmt) as f:
             for block in blocks:
                 if not torch.isfinite(block).all():

@@ -26,17 +26,38 @@ def temp_path_beside(path: str | os.PathLike) -> str:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path to write; on success it replaces ``path``, on any error it is removed."""
+def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[str]:
+    """Yield a temporary path to write; on success it replaces ``path``, on any error it is removed.
+
+    With ``overwrite=False`` the finished file is linked into place only if ``path`` still does
+    not exist (FileExistsError otherwise), so a file that appeared during a long write survives.
+    """
     tmp = temp_path_beside(path)
     mode = os.stat(tmp).st_mode & 0o777       # the umask mode; a writer that recreates tmp may narrow it
     try:
         yield tmp
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _publish_new(tmp: str, path: str | os.PathLike) -> None:
+    """Move tmp to path, failing with FileExistsError if path exists (atomically where links work)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path} appeared while it was being written; pass --force to overwrite it") from None
+    except OSError:                           # no hard links on this file system: check, then rename
+        if os.path.lexists(path):
+            raise FileExistsError(f"{path} exists; pass --force to overwrite it") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
@@ -45,9 +66,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
         write(tmp)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:
     """Write ``data`` to ``path`` atomically, flushed to disk before the rename."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, overwrite) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

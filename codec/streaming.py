@@ -350,7 +350,7 @@ def decode_chunked(model, codes: torch.Tensor, length: int | None = None,
 
 # ---------------------------------------------------------------------------- writing
 def write_signal(path: str | os.PathLike, signal: Signal, window: int | None = None,
-                 subtype: str | None = None, progress: bool = False) -> None:
+                 subtype: str | None = None, progress: bool = False, overwrite: bool = True) -> None:
     """Write a signal to an audio file window by window, in the format named by the suffix.
 
     Like ``codec.audio.save_audio`` (same formats, PCM_16 default for WAV/FLAC, clipping to
@@ -367,7 +367,7 @@ def write_signal(path: str | os.PathLike, signal: Signal, window: int | None = N
                 yield block
                 bar.update(block.shape[1] / signal.sample_rate)
 
-    write_audio_blocks(path, signal.sample_rate, signal.channels, blocks(), subtype)
+    write_audio_blocks(path, signal.sample_rate, signal.channels, blocks(), subtype, overwrite)
 
 
 @contextmanager

@@ -297,9 +297,10 @@ def write_token_file(
     header: TokenHeader,
     codes: np.ndarray,
     stats_probs: np.ndarray | None = None,
+    overwrite: bool = True,
 ) -> None:
-    """Write a token file atomically: a temporary file beside it, then os.replace."""
-    atomic_write_bytes(path, encode_token_bytes(header, codes, stats_probs))
+    """Write a token file atomically (temp file beside it, then rename); overwrite=False never replaces a file."""
+    atomic_write_bytes(path, encode_token_bytes(header, codes, stats_probs), overwrite)
 
 
 def read_token_file(
