@@ -321,7 +321,7 @@ def encode_chunked(model, wav: torch.Tensor, n_q: int | None = None,
     model.pad_to_frames(wav)                                     # same shape checks as model.encode
     length = wav.shape[-1]
 
-    def read(start: int, stop: int) -> torch.Tensor:    # zeros past the end, like Codec._pad
+    def read(start: int, stop: int) -> torch.Tensor:    # zeros past the end, like Codec.pad_to_frames
         window = wav[..., start:min(stop, length)]
         return nn.functional.pad(window, (0, stop - start - window.shape[-1]))
 

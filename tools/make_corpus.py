@@ -49,9 +49,11 @@ import soundfile as sf
 from tqdm import tqdm
 
 try:
+    from codec import fileio
     from codec.data import stable_hash, stable_split
 except ModuleNotFoundError:  # run from a checkout that is not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from codec import fileio
     from codec.data import stable_hash, stable_split
 
 VALID_FRACTION = 0.03
@@ -135,22 +137,16 @@ def run(cmd: list[str], input: bytes | None = None, cwd: Path | None = None) -> 
 
 @contextmanager
 def atomic_path(target: Path):
-    """Yields a temporary path beside ``target``; renamed to it only if the block succeeds."""
+    """Yields a temporary path beside ``target`` (codec.fileio.atomic_path), creating its folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with fileio.atomic_path(target) as tmp:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(folder: Path) -> None:
     """Deletes what an interrupted run (killed before its cleanup) left behind."""
     if folder.is_dir():
-        for tmp in folder.rglob(".*.tmp"):
+        for tmp in folder.rglob(".*.tmp*"):     # codec.fileio names: .<stem>.<random>.tmp<suffix>
             if tmp.is_file():
                 tmp.unlink()
             elif tmp.is_dir():
