@@ -3,7 +3,7 @@
     codec encode IN_AUDIO OUT_TOKENS [--model NAME|PATH] [--n-q N | --kbps X] [--force]
     codec decode IN_TOKENS OUT_AUDIO [--model NAME|PATH] [--force] [--model-rate]
     codec info IN_TOKENS
-    codec train RECIPE [--out DIR] [--resume] [--set TABLE.KEY=VALUE ...]
+    codec train RECIPE [--out DIR] [--resume] [--until STEP] [--set TABLE.KEY=VALUE ...]
 
 ``build_parser`` declares every command; ``HANDLERS`` maps each command to one function
 ``handler(args) -> exit code``. Adding a command is adding its subparser and its handler.
@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", metavar="RECIPE", help="recipe file (.toml)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: chosen by the recipe)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in DIR")
+    p.add_argument("--until", type=int, metavar="STEP",
+                   help="stop after STEP with a checkpoint, as Ctrl-C would (a budget for one sitting)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override one recipe value, e.g. --set train.steps=1000 (repeatable)")
 
@@ -146,9 +148,11 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from codec.trainer import TrainingError, train_from_recipe
+    if args.until is not None and args.until < 1:
+        raise CommandError(f"--until must be a step >= 1, got {args.until}")
     try:
         result = train_from_recipe(args.recipe, args.out, args.resume, overrides=args.overrides,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, until=args.until)
     except (TrainingError, ValueError) as err:
         raise CommandError(str(err)) from None
     if result.interrupted:

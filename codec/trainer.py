@@ -297,6 +297,8 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
         bar.close()
+        if self.step < cfg.steps:                # resumed at or past ``until``: nothing to do, no final model
+            return TrainResult(self.step, None, interrupted=True)
         return TrainResult(self.step, self.finish(), interrupted=False)
 
     def check_ranks_agree(self) -> list[str]:

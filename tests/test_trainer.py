@@ -143,3 +143,22 @@ def test_warm_start_from_a_model_directory(tmp_path):
     assert torch.equal(a[conv], b[conv])       # lr 0: the weights are exactly the starting model's
     with pytest.raises(TrainingError, match="cannot start from"):
         smoke(tmp_path / "c", "train.steps=1", f"train.init_from={json.dumps(str(first.model_dir))}", "model.n_q=2")
+
+
+def test_cli_until_stops_with_a_checkpoint_and_resume_finishes(tmp_path, capsys):
+    from codec.cli import main
+    out = tmp_path / "run"
+    args = ["train", str(SMOKE), "--out", str(out), "-q", "--set", ASSETS, "--set", "train.steps=6",
+            "--set", "train.checkpoint_every=100", "--set", "train.valid_every=100"]
+    assert main(args + ["--until", "3"]) == 0
+    assert capsys.readouterr().err.strip() == "stopped at step 3; checkpoint written, continue with --resume"
+    assert [p.name for p in train_state.list_checkpoints(out / "checkpoints")] == ["step-00000003"]
+    assert not (out / "model").exists()
+    assert main(args + ["--resume", "--until", "2"]) == 0        # already past it: no step, no final model
+    assert capsys.readouterr().err.strip() == "stopped at step 3; checkpoint written, continue with --resume"
+    assert not (out / "model").exists()
+    assert main(args + ["--until", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "codec: error: --until must be a step >= 1, got 0"
+    assert main(args + ["--resume"]) == 0
+    assert codec.load(out / "model").config.name == "smoke"
+    assert [p.name for p in train_state.list_checkpoints(out / "checkpoints")][-1] == "step-00000006"
