@@ -1,6 +1,6 @@
 """Bitrate-vs-quality benchmark: codec models, the AE/VAE baselines and classic codecs on one chart.
 
-    codec bench --audio DIR --models NAME_OR_PATH... [--opus 6,8,12,16,24] [--codec2 700C,1600,3200]
+    codec bench --audio DIR --models [LABEL=]NAME_OR_PATH... [--opus 6,8,12,16,24] [--codec2 700C,1600,3200]
                 --out DIR [--jobs N] [--max-clips N] [--kind auto|speech|music] [--metrics LIST]
     python -m codec.bench ...                      (the same, without the ``codec`` front end)
 
@@ -240,13 +240,24 @@ def classic_systems(opus_kbps: Sequence[float], codec2_modes: Sequence[str], not
     return systems
 
 
+def split_label(spec: str) -> tuple[str | None, str]:
+    """"LABEL=NAME_OR_PATH" -> (LABEL, NAME_OR_PATH); a spec without "=" (or an existing path) -> (None, spec)."""
+    label, sep, rest = spec.partition("=")
+    if not sep or Path(spec).exists():
+        return None, spec
+    if not label or not rest:
+        raise BenchError(f"--models {spec!r}: expected LABEL=NAME_OR_PATH")
+    return label, rest
+
+
 def all_systems(models: Sequence[str], opus_kbps: Sequence[float], codec2_modes: Sequence[str],
                 notes: list[str]) -> list[System]:
     """Models first (labels made unique), then the classic codecs."""
     systems: list[System] = []
     labels: set[str] = set()
     for spec in models:
-        first = model_systems(spec)
+        label, spec = split_label(spec)
+        first = model_systems(spec, label)
         label = first[0].curve
         if label in labels:              # two models with one name: number the later ones
             label = next(f"{label}-{i}" for i in range(2, len(models) + 2) if f"{label}-{i}" not in labels)
@@ -530,7 +541,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio", required=True, metavar="DIR",
                         help="clips: a folder (searched recursively), a manifest CSV, or one file")
     parser.add_argument("--models", nargs="*", default=[], metavar="NAME_OR_PATH",
-                        help="bundled model names or model directories (every n_q of each is run)")
+                        help="bundled model names or model directories, optionally labelled as "
+                             "LABEL=NAME_OR_PATH (every n_q of each is run)")
     parser.add_argument("--opus", type=_kbps_list, default=list(DEFAULT_OPUS_KBPS), metavar="KBPS,...",
                         help="Opus bitrates (default: 6,8,12,16,24; 'none' to skip)")
     parser.add_argument("--codec2", type=_codec2_list, default=list(DEFAULT_CODEC2_MODES), metavar="MODE,...",

@@ -258,6 +258,20 @@ def test_refuses_a_foreign_folder_and_bad_options(setup, tmp_path, capsys):
     assert "unknown metrics: loudness" in capsys.readouterr().err
 
 
+def test_models_can_be_labelled_and_unlabelled_duplicates_are_numbered(setup, tmp_path):
+    rvq = setup["models"]["rvq"]
+    systems = bench.all_systems([f"stage 1={rvq}", rvq, rvq], [], [], [])
+    assert sorted({s.curve for s in systems}) == sorted({"stage_1", Path(rvq).name, Path(rvq).name + "-2"})
+    assert {s.model for s in systems} == {rvq}                   # the label is not part of the path
+    assert [s.id for s in systems if s.curve == "stage_1"] == ["stage_1-nq1", "stage_1-nq2", "stage_1-nq3"]
+    odd = tmp_path / "a=b"                                       # an existing path with "=" is a path
+    codec.load(rvq).save(odd)
+    assert bench.split_label(str(odd)) == (None, str(odd))
+    for bad in ("=x", "x="):
+        with pytest.raises(bench.BenchError, match="expected LABEL=NAME_OR_PATH"):
+            bench.split_label(bad)
+
+
 def test_add_arguments_registers_on_a_subparser(setup, tmp_path):
     import argparse
     parser = argparse.ArgumentParser(prog="codec")
