@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +131,19 @@ def gather_symbol_counts(model: Codec, dataset: AudioDataset, items: int, batch:
 
 
 # ----------------------------------------------------------------------------- the trainer
+@contextmanager
+def frozen(module: torch.nn.Module):
+    """Within: ``module``'s parameters record no gradient (inputs still do); restored after."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, out_dir: Path, progress: bool = True) -> None:
         self.recipe, self.cfg = recipe, recipe.train
@@ -236,7 +249,14 @@ class Trainer:
             total, terms = self.loss(batch, out.audio, out.losses, self.step)
             adversarial = self.disc is not None and self.step >= cfg.adversarial_start
             if adversarial:
-                adv, fm = generator_losses(self.disc_ddp(batch), self.disc_ddp(out.audio), cfg.adversarial_loss)
+                # The generator's step needs D's gradient with respect to its input only: real
+                # features are fixed targets, and D's own weights get their gradients in D's step.
+                # The plain module (not the DDP wrapper): no gradient of D is reduced here.
+                with torch.no_grad():
+                    real = self.disc(batch)
+                with frozen(self.disc):
+                    fake = self.disc(out.audio)
+                adv, fm = generator_losses(real, fake, cfg.adversarial_loss)
                 terms.update(adversarial=adv, feature_matching=fm)
                 total = total + self.recipe.loss.adversarial * adv + self.recipe.loss.feature_matching * fm
         self._check_finite(total)

@@ -57,6 +57,24 @@ def test_interrupt_and_resume_gives_the_weights_of_a_straight_run(tmp_path):
         assert torch.equal(a[name], b[name]), name
 
 
+def test_adversarial_training_resumes_exactly_and_trains_the_discriminator(tmp_path):
+    common = ("train.adversarial=true", "train.steps=6", "train.checkpoint_every=3", "train.valid_every=100",
+              "train.log_every=1")
+    straight = smoke(tmp_path / "a", *common)
+    smoke(tmp_path / "b", *common, until=3)
+    resumed = smoke(tmp_path / "b", *common, resume=True)
+    for name in ("a", "b"):                                         # D's loss at every step, across the resume
+        assert [r["step"] for r in read_log(tmp_path / name) if "loss/disc" in r] == [1, 2, 3, 4, 5, 6]
+    a, b = state(straight.model_dir), state(resumed.model_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    disc = {name: load_file(str(train_state.list_checkpoints(tmp_path / name / "checkpoints")[-1] / "train_state.safetensors"))
+            for name in ("a", "b")}
+    first = load_file(str(train_state.list_checkpoints(tmp_path / "b" / "checkpoints")[0] / "train_state.safetensors"))
+    keys = [k for k in disc["a"] if "disc" in k]
+    assert keys and all(torch.equal(disc["a"][k], disc["b"][k]) for k in keys)
+    assert any(not torch.equal(first[k], disc["a"][k]) for k in keys if k in first)     # D learned from step 3 to 6
+
+
 def test_resume_is_required_to_reuse_an_output_folder(tmp_path):
     smoke(tmp_path / "a", "train.steps=2", "train.checkpoint_every=1")
     with pytest.raises(TrainingError, match="already holds checkpoints: pass --resume"):
