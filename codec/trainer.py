@@ -204,6 +204,7 @@ class Trainer:
         if torch.cuda.is_available():
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
+            torch.backends.cudnn.benchmark = True      # fixed crop shapes: let cuDNN pick its fastest kernels
             return torch.device("cuda", local)
         return torch.device("cpu")
 
