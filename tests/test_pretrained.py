@@ -14,7 +14,8 @@ from codec.model import Codec
 from codec.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = {"speech16k": "speech16k_rvq.toml", "speech16k_vq": "speech16k_vq.toml"}
+RECIPES = {"speech16k": "speech16k_rvq.toml", "speech16k_vq": "speech16k_vq.toml",
+           "speech16k_ae": "speech16k_ae.toml"}
 MAX_BYTES = 30 * 1024 * 1024
 # speech16k gives 0.60 and speech16k_vq 0.63 on this clip; the same architectures initialised
 # from the clip itself (k-means) give 2.3 to 2.5.
