@@ -15,7 +15,7 @@ from codec.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {"speech16k": "speech16k_rvq.toml", "speech16k_vq": "speech16k_vq.toml",
-           "speech16k_ae": "speech16k_ae.toml"}
+           "speech16k_ae": "speech16k_ae.toml", "speech16k_vae": "speech16k_vae.toml"}
 MAX_BYTES = 30 * 1024 * 1024
 # speech16k gives 0.60 and speech16k_vq 0.63 on this clip; the same architectures initialised
 # from the clip itself (k-means) give 2.3 to 2.5.
