@@ -88,6 +88,8 @@ class StopFlag:
 
     def agreed(self, device) -> bool:
         """True on every rank as soon as any rank was signalled."""
+        if not dist.is_distributed():
+            return self.raised                    # no device tensor: no wait for the GPU
         flag = torch.tensor(float(self.raised), device=device)
         return bool(dist.all_reduce_sum_(flag) > 0)
 
@@ -240,7 +242,7 @@ class Trainer:
         return result
 
     # -- one step ---------------------------------------------------------------------------
-    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+    def train_step(self, batch: torch.Tensor) -> dict[str, float | torch.Tensor]:
         cfg = self.cfg
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(self.step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
@@ -273,9 +275,11 @@ class Trainer:
             d_loss.backward()
             self.opt_d.step()
             terms["disc"] = d_loss
-        metrics = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
-        metrics.update(loss=float(total.detach()), grad_norm=float(grad_norm), lr=self.opt.param_groups[0]["lr"],
-                       kbps=float(out.bits_per_frame) * self.model.frame_rate / 1000)
+        # Tensors, not floats: reading a GPU value waits for the GPU, so fit() converts them
+        # only on the steps it logs.
+        metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}
+        metrics.update(loss=total.detach(), grad_norm=grad_norm.detach(), lr=self.opt.param_groups[0]["lr"],
+                       kbps=torch.as_tensor(out.bits_per_frame).detach() * self.model.frame_rate / 1000)
         metrics.update(out.metrics)
         return metrics
 
@@ -306,6 +310,7 @@ class Trainer:
                 self.step += 1
                 metrics["step_seconds"] = time.perf_counter() - t0
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    metrics = {k: float(v) for k, v in metrics.items()}
                     metrics.update(health_metrics(self.model))
                     self._log(log, metrics, bar)
                 if self.valid_batch is not None and self.step % cfg.valid_every == 0 and rank == 0:
