@@ -279,7 +279,7 @@ class Trainer:
         # only on the steps it logs.
         metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}
         metrics.update(loss=total.detach(), grad_norm=grad_norm.detach(), lr=self.opt.param_groups[0]["lr"],
-                       kbps=torch.as_tensor(out.bits_per_frame).detach() * self.model.frame_rate / 1000)
+                       kbps=out.bits_per_frame.detach() * self.model.frame_rate / 1000)
         metrics.update(out.metrics)
         return metrics
 

@@ -50,7 +50,6 @@ class Run:
     seen: list[tuple[float, int]] = field(default_factory=list)   # (wall time, logged step)
     steps: int = 0
     reached: int = 0
-    finished: bool = False
 
 
 def parse_run(text: str, free: bool) -> Run:
@@ -117,7 +116,7 @@ def seconds_per_step(run: Run) -> float:
     With too few logged steps for that, over the whole probe, start-up included (an overestimate).
     """
     pts = [p for p in run.seen if p[1] > 0]
-    if not pts or not run.seen:
+    if not pts:
         raise SystemExit(f"error: run {run.name} logged no step in its probe; see its log")
     first, last = (pts[len(pts) // 2], pts[-1]) if len(pts) >= 3 else (run.seen[0], pts[-1])
     return (last[0] - first[0]) / (last[1] - first[1])
@@ -152,6 +151,7 @@ def main(argv=None) -> int:
     # 1. Probe: probe-steps steps of every run at once, inside the warm-up (total steps irrelevant).
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # codec, also when not installed
     from codec.recipe import load_recipe
+    from codec.train_state import list_checkpoints
     warmup = min(load_recipe(r.recipe, a.common + r.overrides).train.warmup_steps for r in runs)
     if a.probe_steps > warmup:
         print(f"probe shortened to {warmup} steps, the shortest warm-up: past it the schedule depends on "
@@ -190,21 +190,20 @@ def main(argv=None) -> int:
             if run.proc.poll() is None:
                 run.proc.send_signal(signal.SIGINT)
         wait_all(runs, deadline + 600)
-    # 3. A run cut short: write its model at the step it reached (its schedule did not finish).
+    # 3. A run cut short: write its model at its newest checkpoint (its schedule did not finish).
     late = []
     for run in runs:
-        run.reached = last_step(run)
-        run.finished = (run.out / "model").is_dir()
-        if not run.finished:
+        found = list_checkpoints(run.out / "checkpoints")
+        if (run.out / "model").is_dir():
+            run.reached = run.steps
+        elif found:
+            run.reached = int(found[-1].name.split("-")[-1])
+            start(run, a.common, [f"train.steps={run.reached}"], ["--resume"])
             late.append(run)
-    for run in late:
-        reached = max(s for s in [run.reached] + [int(c.name.split("-")[-1]) for c in
-                                                  (run.out / "checkpoints").glob("step-*")])
-        start(run, a.common, [f"train.steps={reached}"], ["--resume"])
-        run.reached = reached
+        # else: it failed before any checkpoint; the summary shows no model and 0 steps
     wait_all(late, deadline + 600)
     summary = {r.name: {"recipe": r.recipe, "overrides": a.common + r.overrides, "steps_planned": r.steps,
-                        "steps_reached": r.reached if r in late else r.steps, "cut_short": r in late,
+                        "steps_reached": r.reached, "cut_short": r in late,
                         "probe_seconds_per_step": round(speed[r.name], 4),
                         "model": str(r.out / "model") if (r.out / "model").is_dir() else None}
                for r in runs}
