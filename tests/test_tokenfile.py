@@ -68,18 +68,57 @@ def skewed_counts(rng: np.random.Generator, n_q: int, K: int) -> np.ndarray:
     return counts
 
 
-def frame_bytes(header: bytes, payload: bytes, magic: bytes = MAGIC, version: int = 1) -> bytes:
-    """An independent writer of the documented layout (docs/token_format.md)."""
+def frame_v1(header: bytes, payload: bytes, magic: bytes = MAGIC, version: int = 1) -> bytes:
+    """An independent writer of version 1's layout (docs/token_format.md): JSON header bytes as given."""
     body = magic + bytes([version]) + struct.pack("<I", len(header)) + header
     body += struct.pack("<Q", len(payload)) + payload
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+V2_INTS = ["model_sample_rate", "sample_rate", "channels", "num_samples", "n_q", "codebook_size",
+           "num_frames"]
+V2_STRINGS = ["model_name", "model_fingerprint", "entropy_model"]
+
+
+def slow_varint(value: int) -> bytes:
+    """Reference LEB128: the binary digits in groups of 7 from the least significant end."""
+    bits = format(value, "b")
+    groups = [bits[max(0, end - 7) : end] for end in range(len(bits), 0, -7)]
+    return bytes(int(group, 2) | (0x80 if i < len(groups) - 1 else 0) for i, group in enumerate(groups))
+
+
+def v2_header(fields: dict) -> bytes:
+    """Version 2's header of a field mapping (values need not be in range)."""
+    out = b"".join(slow_varint(fields[name]) for name in V2_INTS)
+    for name in V2_STRINGS:
+        raw = fields[name].encode("utf-8")
+        out += slow_varint(len(raw)) + raw
+    return out
+
+
+def frame_v2(header: bytes | TokenHeader, payload: bytes, version: int = 2) -> bytes:
+    """An independent writer of version 2's layout: header raw bytes, or a TokenHeader."""
+    if isinstance(header, TokenHeader):
+        header = v2_header(dataclasses.asdict(header))
+    body = MAGIC + bytes([version]) + header + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
 def payload_of(data: bytes) -> bytes:
-    """The payload of a token file, found through the documented layout."""
-    (header_len,) = struct.unpack_from("<I", data, 5)
-    (payload_len,) = struct.unpack_from("<Q", data, 9 + header_len)
-    return data[17 + header_len : 17 + header_len + payload_len]
+    """The payload of a version 2 file, found by skipping the documented header."""
+    at = 5
+    for i in range(len(V2_INTS) + len(V2_STRINGS)):
+        value, shift = 0, 0
+        while True:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if i >= len(V2_INTS):
+            at += value  # a string's bytes
+    return data[at:-4]
 
 
 def header_json(header: TokenHeader, **changes: object) -> bytes:
@@ -134,9 +173,47 @@ def test_lookup_may_be_a_function(rng):
 def test_written_bytes_follow_the_documented_layout(rng):
     header = make_header(1, 2, 1000, 7)
     codes = rng.integers(0, 1000, size=(1, 2, 7))
-    expected = frame_bytes(tokenfile._header_to_bytes(header), pack_codes(codes, 1000))
+    expected = frame_v2(header, pack_codes(codes, 1000))
     assert encode_token_bytes(header, codes) == expected
-    assert expected[:5] == b"RVQT\x01"
+    assert expected[:5] == b"RVQT\x02"
+    assert tokenfile.token_payload(expected) == payload_of(expected) == pack_codes(codes, 1000)
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**32, 2**63 - 1, 2**64 - 1])
+def test_varint_matches_slow_reference_and_reads_back(value):
+    raw = tokenfile._varint(value)
+    assert raw == slow_varint(value)
+    assert tokenfile._read_varint(raw + b"tail", 0, len(raw) + 4, "x") == (value, len(raw))
+
+
+def test_header_overhead_is_small():
+    """A speech16k-like header: 66 bytes of overhead, where version 1's JSON took 247."""
+    header = TokenHeader("speech16k", "cdc79f4792cc0aac", 16000, 16000, 1, 62540, 12, 1024, 196,
+                         "2f171f47d0bb1496")
+    codes = np.zeros(header.codes_shape, dtype=np.int64)
+    packed = pack_codes(codes, 1024)
+    header.entropy_model = ""
+    v2 = encode_token_bytes(header, codes)
+    assert len(v2) - len(packed) == 50
+    header.entropy_model = "2f171f47d0bb1496"
+    # 5 (magic, version) + 13 (seven varints) + 1+9, 1+16, 1+16 (three strings) + 4 (CRC32)
+    assert len(frame_v2(header, packed)) - len(packed) == 66
+    assert len(frame_v1(tokenfile._json_header(header), packed)) - len(packed) == 247
+
+
+@pytest.mark.parametrize("entropy_coded", [False, True])
+def test_version_1_files_are_still_read(rng, entropy_coded):
+    counts = skewed_counts(rng, 3, 50)
+    model_id = entropy_model_id(counts) if entropy_coded else ""
+    probs = probabilities_from_counts(counts)
+    header = make_header(2, 3, 50, 9, model_id)
+    codes = rng.integers(0, 50, size=(2, 3, 9))
+    v2 = encode_token_bytes(header, codes, probs if entropy_coded else None)
+    v1 = frame_v1(tokenfile._json_header(header), payload_of(v2))
+    got_header, got = decode_token_bytes(v1, {model_id: probs})
+    assert got_header == header
+    np.testing.assert_array_equal(got, codes)
+    assert tokenfile.decode_token_header(v1) == header
 
 
 # ---------------------------------------------------------------- bit-packing
@@ -237,6 +314,12 @@ def packed_file(rng) -> bytes:
 
 
 @pytest.fixture
+def packed_file_v1(rng) -> bytes:
+    header = make_header(1, 2, 1000, 5)
+    return frame_v1(tokenfile._json_header(header), pack_codes(rng.integers(0, 1000, size=(1, 2, 5)), 1000))
+
+
+@pytest.fixture
 def coded_file(rng) -> tuple[bytes, dict[str, np.ndarray]]:
     counts = skewed_counts(rng, 2, 16)
     header = make_header(2, 2, 16, 6, entropy_model_id(counts))
@@ -251,8 +334,8 @@ def test_wrong_magic(packed_file):
 
 
 def test_future_version(packed_file):
-    data = packed_file[:4] + b"\x02" + packed_file[5:]
-    with pytest.raises(TokenFileError, match="version 2 is newer"):
+    data = packed_file[:4] + b"\x03" + packed_file[5:]
+    with pytest.raises(TokenFileError, match="version 3 is newer"):
         decode_token_bytes(data)
 
 
@@ -261,30 +344,66 @@ def test_version_zero(packed_file):
         decode_token_bytes(packed_file[:4] + b"\x00" + packed_file[5:])
 
 
-def test_header_claiming_more_than_the_file(packed_file):
-    data = packed_file[:5] + struct.pack("<I", 60_000) + packed_file[9:]
+def test_v1_header_claiming_more_than_the_file(packed_file_v1):
+    data = packed_file_v1[:5] + struct.pack("<I", 60_000) + packed_file_v1[9:]
     with pytest.raises(TokenFileError, match="header claims 60000 bytes but the file ends"):
         decode_token_bytes(data)
 
 
-def test_header_longer_than_limit(packed_file):
-    data = packed_file[:5] + struct.pack("<I", 2**32 - 1) + packed_file[9:]
+def test_v1_header_longer_than_limit(packed_file_v1):
+    data = packed_file_v1[:5] + struct.pack("<I", 2**32 - 1) + packed_file_v1[9:]
     with pytest.raises(TokenFileError, match="exceeds the limit"):
         decode_token_bytes(data)
 
 
-def test_payload_claiming_more_than_the_file(rng):
+def test_v1_payload_claiming_more_than_the_file(rng):
     header = make_header(1, 2, 1000, 5)
-    data = frame_bytes(tokenfile._header_to_bytes(header), b"")
-    at = 9 + len(tokenfile._header_to_bytes(header))
+    data = frame_v1(tokenfile._json_header(header), b"")
+    at = 9 + len(tokenfile._json_header(header))
     data = data[:at] + struct.pack("<Q", 2**63) + data[at + 8 :]
     with pytest.raises(TokenFileError, match="payload claims 9223372036854775808 bytes"):
         decode_token_bytes(data)
 
 
-def test_trailing_garbage(packed_file):
+def test_v1_trailing_garbage(packed_file_v1):
     with pytest.raises(TokenFileError, match="3 bytes of trailing garbage"):
+        decode_token_bytes(packed_file_v1 + b"abc")
+
+
+def test_trailing_garbage_breaks_the_checksum(packed_file):
+    """Version 2 has no payload length: the checksum is the last 4 bytes, so garbage moves it."""
+    with pytest.raises(TokenFileError, match="checksum mismatch"):
         decode_token_bytes(packed_file + b"abc")
+
+
+def test_too_short_for_a_checksum():
+    with pytest.raises(TokenFileError, match="too short to hold the checksum"):
+        decode_token_bytes(MAGIC + b"\x02abc")
+
+
+V2_BASE = dataclasses.asdict(make_header(1, 2, 1000, 5))
+V2_BASE_INTS = len(b"".join(slow_varint(V2_BASE[name]) for name in V2_INTS))  # where model_name starts
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (v2_header(V2_BASE | {"n_q": 0}), r"'n_q' = 0 is outside"),
+        (v2_header(V2_BASE | {"codebook_size": 1}), r"'codebook_size' = 1 is outside"),
+        (v2_header(V2_BASE | {"num_samples": 2**64}), r"'num_samples' = 18446744073709551616 is outside"),
+        (v2_header(V2_BASE | {"channels": 256, "n_q": 256, "num_frames": 2**30}), "more than 2147483648"),
+        (v2_header(V2_BASE)[:3], "header ends inside header field 'sample_rate'"),
+        (v2_header(V2_BASE)[:-1], "header ends inside the length of header field 'entropy_model'"),
+        (v2_header(V2_BASE)[:-2], r"'model_fingerprint' claims 8 bytes but only 7 remain"),
+        (b"\x80\x00" + v2_header(V2_BASE)[3:], "'model_sample_rate' is not a canonical varint"),
+        (b"\xff" * 11, "'model_sample_rate' is a varint longer than 10 bytes"),
+        (v2_header(V2_BASE)[:V2_BASE_INTS] + b"\x7f" + b"x" * 9, r"'model_name' claims 127 bytes but only 9 remain"),
+        (v2_header(V2_BASE)[:V2_BASE_INTS] + b"\x02\xff\xfe" + b"\x00\x00", "'model_name' is not valid UTF-8"),
+    ],
+)
+def test_v2_header_is_validated(header, message):
+    with pytest.raises(TokenFileError, match=message):
+        decode_token_bytes(frame_v2(header, b""))
 
 
 def test_bad_checksum(packed_file):
@@ -323,7 +442,7 @@ def test_stats_of_wrong_shape(coded_file):
     ],
 )
 def test_header_fields_are_validated(changes, message):
-    data = frame_bytes(header_json(make_header(), **changes), b"")
+    data = frame_v1(header_json(make_header(), **changes), b"")
     with pytest.raises(TokenFileError, match=message):
         decode_token_bytes(data)
 
@@ -332,24 +451,24 @@ def test_header_missing_field():
     fields = dataclasses.asdict(make_header())
     del fields["num_samples"]
     with pytest.raises(TokenFileError, match="missing fields: num_samples"):
-        decode_token_bytes(frame_bytes(json.dumps(fields).encode(), b""))
+        decode_token_bytes(frame_v1(json.dumps(fields).encode(), b""))
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b"[1, 2]", b"[" * 60_000])
 def test_header_not_a_json_object(raw):
     with pytest.raises(TokenFileError, match="header"):
-        decode_token_bytes(frame_bytes(raw, b""))
+        decode_token_bytes(frame_v1(raw, b""))
 
 
 def test_bit_packed_payload_of_wrong_size():
-    data = frame_bytes(header_json(make_header(1, 2, 1000, 5)), bytes(12))  # needs 13
+    data = frame_v1(header_json(make_header(1, 2, 1000, 5)), bytes(12))  # needs 13
     with pytest.raises(TokenFileError, match="bit-packed payload is 12 bytes.*need exactly 13"):
         decode_token_bytes(data)
 
 
 def test_entropy_coded_header_claiming_too_many_codes():
     header = make_header(1, 8, 1024, 2**20, FAKE_ID)
-    data = frame_bytes(header_json(header), bytes(8))
+    data = frame_v1(header_json(header), bytes(8))
     with pytest.raises(TokenFileError, match="holds at most 8192"):
         decode_token_bytes(data, {FAKE_ID: np.full((8, 1024), 1 / 1024)})
 
@@ -358,7 +477,7 @@ def test_entropy_coded_garbage_payload(rng):
     header = make_header(1, 1, 16, 4, FAKE_ID)
     payload = rng.integers(0, 256, size=64, dtype=np.uint8).tobytes()
     with pytest.raises(TokenFileError, match="entropy-coded payload"):
-        decode_token_bytes(frame_bytes(header_json(header), payload), {FAKE_ID: np.full((1, 16), 0.1)})
+        decode_token_bytes(frame_v1(header_json(header), payload), {FAKE_ID: np.full((1, 16), 0.1)})
 
 
 # ---------------------------------------------------------------- fuzzing
@@ -373,17 +492,18 @@ def small_files() -> list[bytes]:
         encode_token_bytes(
             coded, rng.integers(0, 5, size=(2, 2, 3)), probabilities_from_counts(counts)
         ),
+        frame_v1(tokenfile._json_header(make_header(1, 1, 3, 3)), pack_codes(np.zeros((1, 1, 3), dtype=np.int64), 3)),
     ]
 
 
-@pytest.mark.parametrize("data", small_files(), ids=["packed", "coded"])
+@pytest.mark.parametrize("data", small_files(), ids=["packed", "coded", "version-1"])
 def test_every_truncation_is_rejected(data):
     for end in range(len(data)):
         with pytest.raises(TokenFileError):
             decode_token_bytes(data[:end])
 
 
-@pytest.mark.parametrize("data", small_files(), ids=["packed", "coded"])
+@pytest.mark.parametrize("data", small_files(), ids=["packed", "coded", "version-1"])
 def test_every_single_bit_flip_is_rejected(data):
     flipped = bytearray(data)
     for bit in range(8 * len(data)):
@@ -401,10 +521,29 @@ def test_random_bytes_raise_only_token_file_error(data):
 
 
 @FUZZ
-@given(st.binary(max_size=300))
-def test_random_bytes_after_magic_raise_only_token_file_error(data):
+@given(st.sampled_from([b"\x01", b"\x02"]), st.binary(max_size=300))
+def test_random_bytes_after_magic_raise_only_token_file_error(version, data):
     with pytest.raises(TokenFileError):
-        decode_token_bytes(MAGIC + b"\x01" + data)
+        decode_token_bytes(MAGIC + version + data)
+
+
+@FUZZ
+@given(
+    ints=st.dictionaries(st.sampled_from(V2_INTS), st.integers(0, 2**70), max_size=3),
+    strings=st.dictionaries(st.sampled_from(V2_STRINGS), st.sampled_from(["", FAKE_ID, "x", "é"]), max_size=2),
+    cut=st.integers(0, 8),
+    payload=st.binary(max_size=64),
+)
+def test_forged_v2_headers_decode_or_raise_token_file_error(ints, strings, cut, payload):
+    """With a valid checksum, any version 2 header and payload decode consistently or are rejected."""
+    lookup = {FAKE_ID: np.full((8, 1024), 1 / 1024)}
+    raw = v2_header(dataclasses.asdict(make_header(2, 2, 1024, 3, FAKE_ID)) | ints | strings)
+    try:
+        header, codes = decode_token_bytes(frame_v2(raw[: len(raw) - cut], payload), lookup)
+    except TokenFileError:
+        return
+    assert codes.shape == header.codes_shape
+    assert codes.size == 0 or (codes.min() >= 0 and codes.max() < header.codebook_size)
 
 
 json_values = st.one_of(
@@ -429,7 +568,7 @@ def test_forged_headers_and_payloads_decode_or_raise_token_file_error(changes, p
     lookup = {FAKE_ID: np.full((8, 1024), 1 / 1024)}
     base = make_header(2, 2, 1024, 3, FAKE_ID)
     try:
-        data = frame_bytes(header_json(base, **changes), payload)
+        data = frame_v1(header_json(base, **changes), payload)
         header, codes = decode_token_bytes(data, lookup)
     except TokenFileError:
         return

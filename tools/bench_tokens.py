@@ -77,16 +77,15 @@ def bitrate_table(model_path: Path, clip: Path, folder: Path) -> None:
         size, payload = out.stat().st_size, payload_bytes(out)
         print(f"{n_q:>4} {model.bitrate(n_q):>12.0f} {payload * 8 / duration:>12.0f} {size * 8 / duration:>11.0f} "
               f"{payload * 8 / duration / model.bitrate(n_q):>16.3f} {size:>11} {size - payload:>15}")
-    header_len = int.from_bytes(out.read_bytes()[5:9], "little")
-    print(f"overhead = 21 bytes of framing (magic, version, header and payload lengths, CRC32) + "
-          f"{header_len} bytes of JSON header (of which {len(str(model_path))} the model's path)")
+    print(f"overhead = 9 bytes of framing (magic, version, CRC32) + the binary header "
+          f"(of which {len(str(model_path).encode())} bytes are the model's path)")
 
 
 def payload_bytes(path: Path) -> int:
-    """payload_len, read through the documented layout (docs/token_format.md)."""
-    data = path.read_bytes()
-    header_len = int.from_bytes(data[5:9], "little")
-    return int.from_bytes(data[9 + header_len:17 + header_len], "little")
+    """Length of a token file's payload (its checked header and framing left out)."""
+    from codec.tokenfile import token_payload
+
+    return len(token_payload(path.read_bytes()))
 
 
 def step_make_long(path: Path, seconds: float, sample_rate: int, channels: int) -> None:
