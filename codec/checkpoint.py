@@ -1,7 +1,8 @@
 """Model files: safetensors weights plus the full config as JSON. Loading never unpickles.
 
 A model directory holds ``model.safetensors`` (every parameter and buffer, codebooks and
-symbol statistics included) and ``config.json`` (``CodecConfig.to_dict()``).
+symbol statistics included; an inference-only file leaves out the codebooks' EMA sums, which
+loading rebuilds) and ``config.json`` (``CodecConfig.to_dict()``).
 """
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def save_model(model, directory) -> Path:
+def save_model(model, directory, inference_only: bool = False) -> Path:
+    """Write the model's weights and config into directory (see ``Codec.save``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    skip = set(model.training_only_keys()) if inference_only else set()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in skip}
     config = json.dumps(model.config.to_dict(), indent=2)
     atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write(directory / CONFIG, lambda tmp: Path(tmp).write_text(config))

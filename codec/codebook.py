@@ -91,6 +91,10 @@ class CodebookConfig:
 class EuclideanCodebook(nn.Module):
     """K codes of dimension D. ``forward`` assigns vectors and, in training, learns."""
 
+    #: Buffers only training reads. An inference-only model file leaves them out (a third of
+    #: an RVQ model's bytes); loading such a file rebuilds them, see _load_from_state_dict.
+    TRAINING_ONLY = ("embed_sum",)
+
     def __init__(self, dim: int, size: int, cfg: CodebookConfig | None = None) -> None:
         super().__init__()
         self.dim, self.size = dim, size
@@ -158,6 +162,16 @@ class EuclideanCodebook(nn.Module):
         self._refresh_embed()
         self.embed[dead] = samples  # exact, not just up to the rounding of sum / count
         return n_dead
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Rebuild a missing ``embed_sum`` as embed * smoothed counts (the invariant above), so
+        a model saved without it encodes, decodes and goes on training like the original."""
+        key, embed, counts = prefix + "embed_sum", prefix + "embed", prefix + "cluster_size"
+        if key not in state_dict and embed in state_dict and counts in state_dict:
+            smoothed = laplace_smoothing(state_dict[counts].float(), self.cfg.eps)
+            if state_dict[embed].shape[:1] == smoothed.shape:   # else strict loading names the mismatch
+                state_dict[key] = state_dict[embed] * smoothed[:, None]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _smoothed_counts(self) -> torch.Tensor:
         return laplace_smoothing(self.cluster_size, self.cfg.eps)

@@ -193,12 +193,24 @@ class Codec(nn.Module):
         return F.pad(wav, (0, self.frames(length) * self.hop_length - length)), length
 
     # -- files -----------------------------------------------------------------------------
-    def save(self, directory) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` into ``directory``; returns the directory."""
+    def save(self, directory, inference_only: bool = False) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``; returns the directory.
+
+        inference_only leaves out the buffers only training reads (``training_only_keys``);
+        loading rebuilds them, and the fingerprint is the same either way.
+        """
         from codec.checkpoint import save_model
-        return save_model(self, directory)
+        return save_model(self, directory, inference_only)
+
+    def training_only_keys(self) -> list[str]:
+        """State-dict keys that encoding and decoding never read (the codebooks' EMA sums)."""
+        return [f"{name}.{buffer}" for name, module in self.named_modules()
+                for buffer in getattr(module, "TRAINING_ONLY", ())]
 
     def fingerprint(self) -> str:
-        """Short hex digest of the weights and buffers: names a model in token files."""
+        """Short hex digest of the weights and buffers that decoding depends on: names a model
+        in token files (the training-only EMA sums are left out, so an inference-only copy of
+        a model has the same fingerprint)."""
         from codec.checkpoint import state_fingerprint
-        return state_fingerprint(self.state_dict())
+        skip = set(self.training_only_keys())
+        return state_fingerprint({k: v for k, v in self.state_dict().items() if k not in skip})

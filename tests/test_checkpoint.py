@@ -75,3 +75,47 @@ def test_written_files_get_the_usual_umask_permissions(trained, tmp_path):
     path = trained.save(tmp_path / "m")
     for name in ("model.safetensors", "config.json"):
         assert (path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("bottleneck", ["rvq", "vq"])
+def test_inference_only_file_drops_the_ema_sums_and_loads_like_the_original(tmp_path, bottleneck):
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    model = tiny_model(bottleneck)
+    model.train()(torch.randn(2, 1, 3200))   # k-means, one EMA step
+    model.eval()
+    full, slim = model.save(tmp_path / "full"), model.save(tmp_path / "slim", inference_only=True)
+    dropped = model.training_only_keys()
+    assert dropped and all(key.endswith(".embed_sum") for key in dropped)
+    with safe_open(str(slim / "model.safetensors"), "pt") as f:
+        assert set(f.keys()) == set(model.state_dict()) - set(dropped)
+    assert (slim / "model.safetensors").stat().st_size < (full / "model.safetensors").stat().st_size
+    loaded = codec.load(slim)
+    x = torch.randn(1, 1, 4000)
+    codes = model.encode(x)
+    assert torch.equal(loaded.encode(x), codes)
+    assert torch.equal(loaded.decode(codes), model.decode(codes))
+    assert loaded.fingerprint() == model.fingerprint() == codec.load(full).fingerprint()
+    state, rebuilt = model.state_dict(), loaded.state_dict()
+    for key in dropped:   # embed = embed_sum / smoothed counts, inverted
+        torch.testing.assert_close(rebuilt[key], state[key], rtol=1e-5, atol=1e-6)
+    # training goes on from the rebuilt sums as from the originals
+    batch = torch.randn(2, 1, 3200)
+    for m in (model, loaded):
+        torch.manual_seed(1)   # the same quantizer dropout and dead-code samples
+        m.train()(batch)
+    for key in dropped:
+        torch.testing.assert_close(loaded.state_dict()[key], model.state_dict()[key], rtol=1e-5, atol=1e-6)
+
+
+def test_fingerprint_ignores_only_the_training_only_buffers(trained):
+    before = trained.fingerprint()
+    buffers = dict(trained.named_buffers())
+    sums = buffers[trained.training_only_keys()[0]]
+    with torch.no_grad():
+        sums.add_(1.0)
+    assert trained.fingerprint() == before
+    with torch.no_grad():
+        buffers[trained.training_only_keys()[0].replace("embed_sum", "embed")][0, 0] += 1e-3
+    assert trained.fingerprint() != before
