@@ -103,7 +103,9 @@ def _require_quantizer(model: Codec, name: str) -> None:
 def check_model(header: TokenHeader, model: Codec, name: str) -> None:
     """Raise ModelMismatchError unless ``model`` is the one that made the token file."""
     fingerprint = model.fingerprint()
-    if fingerprint != header.model_fingerprint:
+    # Token files written before the fingerprint left out the training-only EMA sums carry the
+    # digest of the full state, which a model loaded from its full (not inference-only) file still has.
+    if header.model_fingerprint not in (fingerprint, model.full_fingerprint()):
         raise ModelMismatchError(
             f"the token file was made by model {header.model_name!r} (fingerprint "
             f"{header.model_fingerprint}), not by model {name!r} (fingerprint {fingerprint})")

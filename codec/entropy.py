@@ -155,7 +155,13 @@ def decode_codes(data: bytes, shape: tuple[int, int, int], probs: np.ndarray) ->
     if not exhausted:
         raise PayloadError("entropy-coded payload has data left after the last code")
     _check_code_range(codes, np.asarray(probs).shape[1], error=PayloadError)
-    return np.ascontiguousarray(codes.transpose(1, 0, 2))  # (C, n_q, F)
+    codes = np.ascontiguousarray(codes.transpose(1, 0, 2))  # (C, n_q, F)
+    # The range decoder can end "exhausted" with one spare word after the last symbol; only the
+    # writer's own bytes are accepted, so every list of codes has exactly one payload.
+    if encode_codes(codes, probs) != data:
+        raise PayloadError("entropy-coded payload has data left after the last code "
+                           "(it is not the encoding of the codes it decodes to)")
+    return codes
 
 
 # ---------------------------------------------------------------- bit-packing

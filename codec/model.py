@@ -214,3 +214,10 @@ class Codec(nn.Module):
         from codec.checkpoint import state_fingerprint
         skip = set(self.training_only_keys())
         return state_fingerprint({k: v for k, v in self.state_dict().items() if k not in skip})
+
+    def full_fingerprint(self) -> str:
+        """Digest of every weight and buffer, training-only ones included: what ``fingerprint``
+        was before inference-only files existed (token files written then carry it), and what
+        DDP ranks compare."""
+        from codec.checkpoint import state_fingerprint
+        return state_fingerprint(self.state_dict())

@@ -10,7 +10,8 @@ def available() -> list[str]:
     """Names of the bundled models shipped with this installation."""
     if not PRETRAINED_DIR.is_dir():
         return []
-    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "model.safetensors").is_file())
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir()
+                  if not p.name.startswith(".") and (p / "model.safetensors").is_file())   # "." : tools' temporaries
 
 
 def resolve(name_or_path) -> Path:

@@ -328,8 +328,8 @@ class Trainer:
         return TrainResult(self.step, self.finish(), interrupted=False)
 
     def check_ranks_agree(self) -> list[str]:
-        """Fingerprints of every rank's weights and buffers; a TrainingError if they differ."""
-        fp = self.model.fingerprint()
+        """Fingerprints of every rank's weights and buffers (EMA sums included); a TrainingError if they differ."""
+        fp = self.model.full_fingerprint()
         mine = torch.tensor([int(fp[:15], 16)], dtype=torch.int64, device=self.device)
         every = [mine]
         if dist.is_distributed():

@@ -109,7 +109,7 @@ def test_inference_only_file_drops_the_ema_sums_and_loads_like_the_original(tmp_
         torch.testing.assert_close(loaded.state_dict()[key], model.state_dict()[key], rtol=1e-5, atol=1e-6)
 
 
-def test_fingerprint_ignores_only_the_training_only_buffers(trained):
+def test_fingerprint_ignores_the_ema_sums_but_not_the_codebook(trained):
     before = trained.fingerprint()
     buffers = dict(trained.named_buffers())
     sums = buffers[trained.training_only_keys()[0]]

@@ -256,6 +256,30 @@ def test_decoding_with_another_model_is_refused(tmp_path, capsys, models, speech
         assert name in line
 
 
+def test_a_version_1_file_with_the_old_full_state_fingerprint_still_decodes(tmp_path, capsys, models, speech_wav):
+    """Files written before format version 2 carry JSON headers and a digest of the full state
+    (EMA sums included); the model they came from, loaded from its full file, decodes them."""
+    import dataclasses
+    import struct
+    import zlib
+
+    from codec import tokenfile
+
+    new = tmp_path / "new.rvqt"
+    header = encode_file(speech_wav, new, model=models["tiny"])
+    model = codec.load(models["tiny"])
+    assert model.full_fingerprint() != model.fingerprint()
+    old_header = dataclasses.replace(header, model_fingerprint=model.full_fingerprint())
+    raw = tokenfile._json_header(old_header)
+    payload = token_payload(new.read_bytes())
+    body = b"RVQT\x01" + struct.pack("<I", len(raw)) + raw + struct.pack("<Q", len(payload)) + payload
+    old = tmp_path / "old.rvqt"
+    old.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    assert cli(capsys, "decode", old, tmp_path / "old.wav")[0] == 0
+    assert cli(capsys, "decode", new, tmp_path / "new.wav")[0] == 0
+    assert np.array_equal(sf.read(tmp_path / "old.wav")[0], sf.read(tmp_path / "new.wav")[0])
+
+
 def test_a_missing_model_named_in_the_file_asks_for_one(tmp_path, capsys, models, speech_wav):
     moved = tmp_path / "model"
     codec.load(models["tiny"]).save(moved)

@@ -395,7 +395,8 @@ V2_BASE_INTS = len(b"".join(slow_varint(V2_BASE[name]) for name in V2_INTS))  # 
         (v2_header(V2_BASE)[:3], "header ends inside header field 'sample_rate'"),
         (v2_header(V2_BASE)[:-1], "header ends inside the length of header field 'entropy_model'"),
         (v2_header(V2_BASE)[:-2], r"'model_fingerprint' claims 8 bytes but only 7 remain"),
-        (b"\x80\x00" + v2_header(V2_BASE)[3:], "'model_sample_rate' is not a canonical varint"),
+        (b"\x80\x00" + v2_header(V2_BASE)[len(slow_varint(16000)):], "'model_sample_rate' is not a canonical varint"),
+        (v2_header(V2_BASE)[:V2_BASE_INTS] + slow_varint(5000) + b"x" * 5000, "'model_name' claims 5000 bytes, more than 4096"),
         (b"\xff" * 11, "'model_sample_rate' is a varint longer than 10 bytes"),
         (v2_header(V2_BASE)[:V2_BASE_INTS] + b"\x7f" + b"x" * 9, r"'model_name' claims 127 bytes but only 9 remain"),
         (v2_header(V2_BASE)[:V2_BASE_INTS] + b"\x02\xff\xfe" + b"\x00\x00", "'model_name' is not valid UTF-8"),
@@ -473,6 +474,16 @@ def test_entropy_coded_header_claiming_too_many_codes():
         decode_token_bytes(data, {FAKE_ID: np.full((8, 1024), 1 / 1024)})
 
 
+@pytest.mark.parametrize("extra", [b"\x00" * 4, b"\x01\x02\x03\x04", b"\xff" * 8])
+def test_entropy_coded_payload_with_extra_words_is_rejected(coded_file, extra):
+    data, lookup = coded_file
+    payload = payload_of(data)
+    header = tokenfile.decode_token_header(data)
+    forged = frame_v2(header, payload + extra)
+    with pytest.raises(TokenFileError, match="data left after the last code"):
+        decode_token_bytes(forged, lookup)
+
+
 def test_entropy_coded_garbage_payload(rng):
     header = make_header(1, 1, 16, 4, FAKE_ID)
     payload = rng.integers(0, 256, size=64, dtype=np.uint8).tobytes()
@@ -528,6 +539,17 @@ def test_random_bytes_after_magic_raise_only_token_file_error(version, data):
 
 
 @FUZZ
+@given(st.binary(max_size=120), st.binary(max_size=40))
+def test_random_v2_headers_with_a_valid_checksum_raise_only_token_file_error(header, payload):
+    lookup = {FAKE_ID: np.full((8, 1024), 1 / 1024)}
+    try:
+        got, codes = decode_token_bytes(frame_v2(header, payload), lookup)
+    except TokenFileError:
+        return
+    assert codes.shape == got.codes_shape
+
+
+@FUZZ
 @given(
     ints=st.dictionaries(st.sampled_from(V2_INTS), st.integers(0, 2**70), max_size=3),
     strings=st.dictionaries(st.sampled_from(V2_STRINGS), st.sampled_from(["", FAKE_ID, "x", "é"]), max_size=2),
@@ -577,6 +599,16 @@ def test_forged_headers_and_payloads_decode_or_raise_token_file_error(changes, p
 
 
 # ---------------------------------------------------------------- writer
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("\udcff", "'model_name' cannot be stored as UTF-8"),     # a non-UTF-8 path from argv
+    ("x" * 4097, "'model_name' is 4097 bytes of UTF-8, more than 4096"),
+])
+def test_writer_rejects_names_a_reader_would_refuse(name, message):
+    header = dataclasses.replace(make_header(1, 1, 16, 1), model_name=name)
+    with pytest.raises(TokenFileError, match=message):
+        encode_token_bytes(header, np.zeros((1, 1, 1), dtype=np.int64))
 
 
 def test_writer_rejects_inconsistent_arguments(rng):

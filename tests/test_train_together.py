@@ -79,5 +79,5 @@ def test_runs_share_a_step_count_and_equal_a_straight_run(tmp_path):
     assert straight.returncode == 0, straight.stderr
     if a["cut_short"]:    # interrupted at the deadline: its schedule was for more steps than it ran
         pytest.skip(f"run a was cut short at step {steps} on a busy machine; nothing to compare")
-    assert (codec.load(tmp_path / "together" / "a" / "model").fingerprint()
-            == codec.load(tmp_path / "straight" / "model").fingerprint())
+    assert (codec.load(tmp_path / "together" / "a" / "model").full_fingerprint()
+            == codec.load(tmp_path / "straight" / "model").full_fingerprint())

@@ -11,6 +11,7 @@ previous bundled model as it was.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     wav = resample(wav.mean(0, keepdim=True), rate, source.sample_rate)[None]   # (1, 1, T)
     PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{args.name}.", dir=PRETRAINED_DIR))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)           # mkdtemp's 0700 would hide an installed model from other users
     try:
         source.save(staging, inference_only=True)
         copy = codec.load(staging)
@@ -62,19 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if not all(checks.values()):
             bad = ", ".join(name for name, ok in checks.items() if not ok)
             return fail(f"the inference-only copy differs from {args.source} in: {bad}")
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{args.name}.old.", dir=PRETRAINED_DIR))
-            dest.rename(old / "model")
-        try:
-            staging.rename(dest)
-        except OSError:
-            if old is not None:
-                (old / "model").rename(dest)   # put the previous model back
-            raise
-        finally:
-            if old is not None:
-                shutil.rmtree(old)
+        swap_into_place(staging, dest)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -83,6 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{dest}: {after / 1e6:.1f} MB of weights (source folder {before / 1e6:.1f} MB), "
           f"fingerprint {copy.fingerprint()}; codes and audio identical to the source on the example clip")
     return 0
+
+
+def swap_into_place(new: Path, dest: Path) -> None:
+    """Rename new to dest; a previous dest is moved aside first and deleted only once new is in
+    place. On any failure the previous one is put back, or, if even that fails, left where it
+    was moved and named in the error."""
+    if not dest.exists():
+        new.rename(dest)
+        return
+    aside = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+    dest.rename(aside)
+    try:
+        new.rename(dest)
+    except BaseException:
+        try:
+            aside.rename(dest)
+        except OSError as err:
+            raise RuntimeError(f"the previous {dest.name} could not be put back; it is at {aside}") from err
+        raise
+    shutil.rmtree(aside)
 
 
 def fail(message: str) -> int:
