@@ -16,7 +16,6 @@ allocates more than the file's size can justify; every problem is a :class:`Toke
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import struct
@@ -128,11 +127,6 @@ def _check_header(header: TokenHeader) -> None:
             raise TokenFileError(f"header field {name!r} cannot be stored as UTF-8: {err}") from err
         if size > MAX_STRING_BYTES:
             raise TokenFileError(f"header field {name!r} is {size} bytes of UTF-8, more than {MAX_STRING_BYTES}")
-
-
-def _json_header(header: TokenHeader) -> bytes:
-    """Version 1's header: the fields as compact, key-sorted JSON."""
-    return json.dumps(dataclasses.asdict(header), sort_keys=True, separators=(",", ":")).encode()
 
 
 def _header_from_json(raw: bytes) -> TokenHeader:

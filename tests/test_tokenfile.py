@@ -122,8 +122,9 @@ def payload_of(data: bytes) -> bytes:
 
 
 def header_json(header: TokenHeader, **changes: object) -> bytes:
+    """Version 1's header as its writer made it: compact, key-sorted JSON (fields may be forged)."""
     fields = dataclasses.asdict(header) | changes
-    return json.dumps(fields).encode()
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 # ---------------------------------------------------------------- round trips
@@ -198,7 +199,7 @@ def test_header_overhead_is_small():
     header.entropy_model = "2f171f47d0bb1496"
     # 5 (magic, version) + 13 (seven varints) + 1+9, 1+16, 1+16 (three strings) + 4 (CRC32)
     assert len(frame_v2(header, packed)) - len(packed) == 66
-    assert len(frame_v1(tokenfile._json_header(header), packed)) - len(packed) == 247
+    assert len(frame_v1(header_json(header), packed)) - len(packed) == 247
 
 
 @pytest.mark.parametrize("entropy_coded", [False, True])
@@ -209,7 +210,7 @@ def test_version_1_files_are_still_read(rng, entropy_coded):
     header = make_header(2, 3, 50, 9, model_id)
     codes = rng.integers(0, 50, size=(2, 3, 9))
     v2 = encode_token_bytes(header, codes, probs if entropy_coded else None)
-    v1 = frame_v1(tokenfile._json_header(header), payload_of(v2))
+    v1 = frame_v1(header_json(header), payload_of(v2))
     got_header, got = decode_token_bytes(v1, {model_id: probs})
     assert got_header == header
     np.testing.assert_array_equal(got, codes)
@@ -316,7 +317,7 @@ def packed_file(rng) -> bytes:
 @pytest.fixture
 def packed_file_v1(rng) -> bytes:
     header = make_header(1, 2, 1000, 5)
-    return frame_v1(tokenfile._json_header(header), pack_codes(rng.integers(0, 1000, size=(1, 2, 5)), 1000))
+    return frame_v1(header_json(header), pack_codes(rng.integers(0, 1000, size=(1, 2, 5)), 1000))
 
 
 @pytest.fixture
@@ -358,8 +359,8 @@ def test_v1_header_longer_than_limit(packed_file_v1):
 
 def test_v1_payload_claiming_more_than_the_file(rng):
     header = make_header(1, 2, 1000, 5)
-    data = frame_v1(tokenfile._json_header(header), b"")
-    at = 9 + len(tokenfile._json_header(header))
+    data = frame_v1(header_json(header), b"")
+    at = 9 + len(header_json(header))
     data = data[:at] + struct.pack("<Q", 2**63) + data[at + 8 :]
     with pytest.raises(TokenFileError, match="payload claims 9223372036854775808 bytes"):
         decode_token_bytes(data)
@@ -503,7 +504,7 @@ def small_files() -> list[bytes]:
         encode_token_bytes(
             coded, rng.integers(0, 5, size=(2, 2, 3)), probabilities_from_counts(counts)
         ),
-        frame_v1(tokenfile._json_header(make_header(1, 1, 3, 3)), pack_codes(np.zeros((1, 1, 3), dtype=np.int64), 3)),
+        frame_v1(header_json(make_header(1, 1, 3, 3)), pack_codes(np.zeros((1, 1, 3), dtype=np.int64), 3)),
     ]
 
 
