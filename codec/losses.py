@@ -7,8 +7,9 @@ Formulas (S = |STFT|, M = mel filterbank of S, eps = 1e-5):
     multi-res STFT  mean over scales of    ||S(x) - S(y)||_F / ||S(x)||_F  +  mean |log(S(x) + eps) - log(S(y) + eps)|
     band envelope   mean |max(E_x, f) - max(E_y, f)|, E = 10 log10(B(|STFT|^2) + eps^2) in dB on a coarse
                     auditory grid (32 mel bands from 50 Hz, 80 ms Hann windows every 20 ms) and f, per frame,
-                    45 dB under the louder of the two frames' peaks: level errors the ear cannot hear
-                    (masked far below the frame's loudest band) cost nothing
+                    45 dB under the louder of the two frames' peaks: errors in bands far under the frame's
+                    loudest band cost nothing; the floor is relative to each frame, so a quiet frame
+                    (a pause, background noise) counts as much as a loud one
     SI-SDR          10 log10(||a x||^2 / ||a x - y||^2),  a = <y, x> / ||x||^2   (x reference, y estimate, dB)
 """
 from __future__ import annotations
@@ -71,7 +72,9 @@ class BandEnvelope(nn.Module):
     The fine-resolution terms (log-mel, STFT) let a decoder fill a band it cannot predict with
     noise whose energy still wanders from frame to frame; this term compares the energy of wide
     bands over 80 ms, the grid on which such wandering shows, and ignores cells more than
-    ``range_db`` under the frame's loudest band (in either signal), which masking hides.
+    ``range_db`` under the frame's loudest band (in either signal), which masking hides. The
+    floor has no absolute part: in a pause, the background noise's bands are compared as closely
+    as speech (an absolute or clip-relative floor is untried).
     """
 
     def __init__(self, sample_rate: int, bands: int = 32, window_seconds: float = 0.08,

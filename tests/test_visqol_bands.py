@@ -55,3 +55,11 @@ def test_an_unknown_system_names_the_known_ones(run, capsys):
 def test_a_folder_that_is_not_a_bench_run_is_refused(tmp_path, capsys):
     assert visqol_bands.main([str(tmp_path), "copy"]) == 2
     assert "has no audio/ folder" in capsys.readouterr().err
+
+
+def test_music_clips_of_the_run_are_left_out_and_max_clips_must_be_positive(run, capsys):
+    (run / "results.csv").write_text("clip,kind,system\nspeech__example,music,copy\n")
+    assert visqol_bands.main([str(run), "copy"]) == 2
+    assert "no speech clips under" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        visqol_bands.main([str(run), "copy", "--max-clips", "0"])

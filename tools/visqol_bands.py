@@ -7,12 +7,15 @@ per-band similarities (``fvnsim``) to a MOS with a model that weighs the bands u
 systems with the same mean similarity can get very different MOS, so the mean alone does not
 say what to fix. This prints, for each band's centre frequency, each system's similarity
 averaged over the run's clips, then each system's mean similarity and MOS. It reads the decoded
-audio the benchmark keeps (``OUT/audio/<clip>/<system>.wav`` next to ``reference.wav``); clips
-too short for one ViSQOL patch are skipped, as in the benchmark.
+audio the benchmark keeps (``OUT/audio/<clip>/<system>.wav`` next to ``reference.wav``). Only
+speech clips are scored (ViSQOL's speech mode, as the benchmark scores them; where the run's
+``results.csv`` marks a clip as music it is left out); clips too short for one ViSQOL patch are
+skipped, as in the benchmark.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import sys
 from pathlib import Path
@@ -21,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec.audio import load_audio, to_mono  # noqa: E402
+from codec.audio import AudioError, load_audio, to_mono  # noqa: E402
 
 
 class BandsError(ValueError):
@@ -33,19 +36,32 @@ def _mono(path: Path) -> tuple[np.ndarray, int]:
     return to_mono(wav)[0].double().numpy(), sample_rate
 
 
+def _music_clips(run: Path) -> set[str]:
+    """Clip ids that the run's results.csv marks as music (none when it has no results.csv)."""
+    results = run / "results.csv"
+    if not results.is_file():
+        return set()
+    with open(results, newline="") as f:
+        return {row["clip"] for row in csv.DictReader(f) if row.get("kind") == "music"}
+
+
 def band_similarities(run: Path, systems: list[str], max_clips: int | None = None):
     """(centre frequencies in Hz, {system: (clips, bands) fvnsim}, {system: (clips,) MOS}, clips used)."""
-    from visqol import VisqolApi
+    try:
+        from visqol import VisqolApi
+    except ImportError:
+        raise BandsError("ViSQOL is not installed: pip install 'visqol-python[lattice]'") from None
 
     from codec.metrics import resample_array
     audio = run / "audio"
     if not audio.is_dir():
         raise BandsError(f"{run} has no audio/ folder: give the --out folder of a `codec bench` run")
-    clips = sorted(d for d in audio.iterdir() if (d / "reference.wav").is_file())
+    music = _music_clips(run)
+    clips = sorted(d for d in audio.iterdir() if (d / "reference.wav").is_file() and d.name not in music)
     if max_clips:
         clips = clips[:max_clips]
     if not clips:
-        raise BandsError(f"no clips under {audio}")
+        raise BandsError(f"no speech clips under {audio}")
     for system in systems:
         if not any((d / f"{system}.wav").is_file() for d in clips):
             known = sorted({p.stem for d in clips for p in d.glob("*.wav")} - {"reference"})
@@ -55,10 +71,11 @@ def band_similarities(run: Path, systems: list[str], max_clips: int | None = Non
     api.create(mode="speech")
     sims: dict[str, list[np.ndarray]] = {s: [] for s in systems}
     mos: dict[str, list[float]] = {s: [] for s in systems}
-    freqs, used = None, 0
+    freqs, used, complete = None, 0, 0
     for clip in clips:
         if not all((clip / f"{s}.wav").is_file() for s in systems):
             continue
+        complete += 1
         ref, sr = _mono(clip / "reference.wav")
         ref = resample_array(ref, sr, 16000)
         try:
@@ -71,6 +88,8 @@ def band_similarities(run: Path, systems: list[str], max_clips: int | None = Non
             sims[s].append(np.asarray(r.fvnsim, dtype=float))
             mos[s].append(float(r.moslqo))
             freqs = np.asarray(r.center_freq_bands, dtype=float)
+    if not complete:
+        raise BandsError(f"no clip has decoded audio for all of {', '.join(systems)}")
     if not used:
         raise BandsError("every clip was too short for ViSQOL")
     return freqs, {s: np.stack(v) for s, v in sims.items()}, {s: np.array(v) for s, v in mos.items()}, used
@@ -88,15 +107,22 @@ def format_table(freqs: np.ndarray, sims: dict[str, np.ndarray], mos: dict[str, 
     return "\n".join(lines)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="the --out folder of a `codec bench` run")
     parser.add_argument("systems", nargs="+", help="system ids, as in results.csv (speech16k-nq12, opus-6kbps, ...)")
-    parser.add_argument("--max-clips", type=int, metavar="N", help="only the first N clips")
+    parser.add_argument("--max-clips", type=_positive, metavar="N", help="only the first N clips")
     args = parser.parse_args(argv)
     try:
         print(format_table(*band_similarities(args.run, args.systems, args.max_clips)))
-    except BandsError as e:
+    except (BandsError, AudioError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
