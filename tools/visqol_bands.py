@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import logging
 import sys
 from pathlib import Path
 
@@ -47,12 +46,17 @@ def _music_clips(run: Path) -> set[str]:
 
 def band_similarities(run: Path, systems: list[str], max_clips: int | None = None):
     """(centre frequencies in Hz, {system: (clips, bands) fvnsim}, {system: (clips,) MOS}, clips used)."""
+    from codec.metrics import VISQOL_RATES, _visqol_api, resample_array
     try:
-        from visqol import VisqolApi
+        api = _visqol_api("speech")           # the benchmark's own instance and settings
     except ImportError:
         raise BandsError("ViSQOL is not installed: pip install 'visqol-python[lattice]'") from None
+    rate = VISQOL_RATES["speech"]
 
-    from codec.metrics import resample_array
+    def at_rate(path: Path) -> np.ndarray:
+        wav, sample_rate = _mono(path)
+        return resample_array(wav, sample_rate, rate)
+
     audio = run / "audio"
     if not audio.is_dir():
         raise BandsError(f"{run} has no audio/ folder: give the --out folder of a `codec bench` run")
@@ -66,9 +70,6 @@ def band_similarities(run: Path, systems: list[str], max_clips: int | None = Non
         if not any((d / f"{system}.wav").is_file() for d in clips):
             known = sorted({p.stem for d in clips for p in d.glob("*.wav")} - {"reference"})
             raise BandsError(f"no decoded audio for system {system!r} in {audio}; it has: {', '.join(known)}")
-    logging.getLogger("visqol").setLevel(logging.ERROR)
-    api = VisqolApi()
-    api.create(mode="speech")
     sims: dict[str, list[np.ndarray]] = {s: [] for s in systems}
     mos: dict[str, list[float]] = {s: [] for s in systems}
     freqs, used, complete = None, 0, 0
@@ -76,11 +77,9 @@ def band_similarities(run: Path, systems: list[str], max_clips: int | None = Non
         if not all((clip / f"{s}.wav").is_file() for s in systems):
             continue
         complete += 1
-        ref, sr = _mono(clip / "reference.wav")
-        ref = resample_array(ref, sr, 16000)
+        ref = at_rate(clip / "reference.wav")
         try:
-            results = {s: api.measure_from_arrays(ref, resample_array(_mono(clip / f"{s}.wav")[0], sr, 16000), 16000)
-                       for s in systems}
+            results = {s: api.measure_from_arrays(ref, at_rate(clip / f"{s}.wav"), rate) for s in systems}
         except IndexError:            # visqol-python: too short for one patch (the benchmark's NaN)
             continue
         used += 1
