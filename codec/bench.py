@@ -177,10 +177,15 @@ def find_clips(audio: str | Path, kind: str = "auto", max_clips: int | None = No
     return clips
 
 
+def load_mono(path: Path) -> tuple[np.ndarray, int]:
+    """An audio file as the benchmark scores it: mono (T,) float64 at its own rate."""
+    wav, sample_rate = load_audio(path)
+    return to_mono(wav)[0].double().numpy(), sample_rate
+
+
 def load_reference(clip: Clip) -> tuple[np.ndarray, int]:
     """The clip as the benchmark scores it: mono (T,) float64 at its own rate."""
-    wav, sample_rate = load_audio(clip.path)
-    return to_mono(wav)[0].double().numpy(), sample_rate
+    return load_mono(clip.path)
 
 
 # ---------------------------------------------------------------------------- systems

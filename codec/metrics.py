@@ -155,8 +155,9 @@ def stoi_score(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
 
 
 @functools.cache
-def _visqol_api(mode: str):
-    """One ViSQOL instance per process and mode: building it loads the bundled model."""
+def visqol_api(mode: str):
+    """The ViSQOL instance ``visqol_score`` uses, one per process and mode (building it loads the
+    bundled model); for tools that want more of its result than the MOS, e.g. per-band similarity."""
     from visqol import VisqolApi
 
     logging.getLogger("visqol").setLevel(logging.ERROR)   # the polynomial-fallback note is in metric_versions
@@ -179,7 +180,7 @@ def visqol_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str =
     ref, est = _check_pair(ref, est)
     rate = VISQOL_RATES[mode]
     try:
-        result = _visqol_api(mode).measure_from_arrays(resample_array(ref, sample_rate, rate),
+        result = visqol_api(mode).measure_from_arrays(resample_array(ref, sample_rate, rate),
                                                        resample_array(est, sample_rate, rate), rate)
     except IndexError:
         return float("nan")

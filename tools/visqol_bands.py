@@ -23,16 +23,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec.audio import AudioError, load_audio, to_mono  # noqa: E402
+from codec.audio import AudioError  # noqa: E402
+from codec.bench import load_mono  # noqa: E402
 
 
 class BandsError(ValueError):
     """The run folder or a system is missing."""
-
-
-def _mono(path: Path) -> tuple[np.ndarray, int]:
-    wav, sample_rate = load_audio(path)
-    return to_mono(wav)[0].double().numpy(), sample_rate
 
 
 def _music_clips(run: Path) -> set[str]:
@@ -46,15 +42,15 @@ def _music_clips(run: Path) -> set[str]:
 
 def band_similarities(run: Path, systems: list[str], max_clips: int | None = None):
     """(centre frequencies in Hz, {system: (clips, bands) fvnsim}, {system: (clips,) MOS}, clips used)."""
-    from codec.metrics import VISQOL_RATES, _visqol_api, resample_array
+    from codec.metrics import VISQOL_RATES, resample_array, visqol_api
     try:
-        api = _visqol_api("speech")           # the benchmark's own instance and settings
+        api = visqol_api("speech")           # the benchmark's own instance and settings
     except ImportError:
         raise BandsError("ViSQOL is not installed: pip install 'visqol-python[lattice]'") from None
     rate = VISQOL_RATES["speech"]
 
     def at_rate(path: Path) -> np.ndarray:
-        wav, sample_rate = _mono(path)
+        wav, sample_rate = load_mono(path)
         return resample_array(wav, sample_rate, rate)
 
     audio = run / "audio"
