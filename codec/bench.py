@@ -532,14 +532,15 @@ def _metric_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (the benchmark's tools use it too)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
-_kbps_list.__name__, _codec2_list.__name__, _positive.__name__ = "kbps list", "Codec2 modes", "positive integer"
+_kbps_list.__name__, _codec2_list.__name__, positive_int.__name__ = "kbps list", "Codec2 modes", "positive integer"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -555,8 +556,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Codec2 modes for speech clips (default: 700C,1600,3200; 'none' to skip)")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder; running again into it resumes from its cache")
-    parser.add_argument("--jobs", type=_positive, default=1, metavar="N", help="parallel processes (default: 1)")
-    parser.add_argument("--max-clips", type=_positive, metavar="N", help="use only the first N clips")
+    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="parallel processes (default: 1)")
+    parser.add_argument("--max-clips", type=positive_int, metavar="N", help="use only the first N clips")
     parser.add_argument("--kind", choices=("auto", "speech", "music"), default="auto",
                         help="what the clips are (default: a manifest's kind column, else 'music' "
                              "for paths that say so, else speech)")

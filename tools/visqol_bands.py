@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec.audio import AudioError  # noqa: E402
-from codec.bench import load_mono  # noqa: E402
+from codec.bench import load_mono, positive_int  # noqa: E402
 
 
 class BandsError(ValueError):
@@ -102,18 +102,11 @@ def format_table(freqs: np.ndarray, sims: dict[str, np.ndarray], mos: dict[str, 
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="the --out folder of a `codec bench` run")
     parser.add_argument("systems", nargs="+", help="system ids, as in results.csv (speech16k-nq12, opus-6kbps, ...)")
-    parser.add_argument("--max-clips", type=_positive, metavar="N", help="only the first N clips")
+    parser.add_argument("--max-clips", type=positive_int, metavar="N", help="only the first N clips")
     args = parser.parse_args(argv)
     try:
         print(format_table(*band_similarities(args.run, args.systems, args.max_clips)))
