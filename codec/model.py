@@ -33,6 +33,7 @@ class CodecConfig:
     sample_rate: int = 16000
     n_q: int = 8                            # codebooks ("vq": always 1)
     codebook_size: int = 1024
+    codebook_dim: int = 0                   # vq/rvq: > 0 factorises the codes (looked up in this many dims)
     name: str = "codec"
     seanet: SEANetConfig = field(default_factory=SEANetConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
@@ -52,6 +53,8 @@ class CodecConfig:
             self.n_q = 1
         if self.n_q < 1 or self.codebook_size < 2:
             raise ValueError(f"need n_q >= 1 and codebook_size >= 2, got {self.n_q} and {self.codebook_size}")
+        if self.codebook_dim < 0:
+            raise ValueError(f"codebook_dim must be >= 0 (0: codes of the latent's dimension), got {self.codebook_dim}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +90,7 @@ def make_bottleneck(cfg: CodecConfig) -> nn.Module:
         return VAEBottleneck(dim, cfg.vae_free_bits)
     return ResidualVQ(dim, cfg.n_q, cfg.codebook_size, cfg.codebook,
                       dropout=cfg.quantizer_dropout and cfg.n_q > 1,
-                      dropout_per_sample=cfg.dropout_per_sample)
+                      dropout_per_sample=cfg.dropout_per_sample, codebook_dim=cfg.codebook_dim)
 
 
 class Codec(nn.Module):

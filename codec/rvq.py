@@ -8,6 +8,9 @@ and every stage's commitment loss ||r_i - sg(q_i)||^2 trains the encoder. (Subtr
 straight-through output instead, as EnCodec's first release did, makes r_i for i >= 2 constant
 in x and silently drops those gradients.) The straight-through estimator is applied once, to
 the sum of the stages, so the decoder's gradient reaches x unscaled by the number of stages.
+With factorised codes (``codebook_dim`` > 0) each stage applies it in its own low-dimensional
+space instead, so that its projections learn: the decoder's gradient reaches x through every
+active stage's projections (as in DAC), and the residuals stay formed from detached vectors.
 """
 from __future__ import annotations
 
@@ -24,11 +27,12 @@ from codec.vq import VectorQuantizer, straight_through
 
 class ResidualVQ(nn.Module):
     def __init__(self, dim: int, n_q: int, size: int, cfg: CodebookConfig | None = None,
-                 dropout: bool = True, dropout_per_sample: bool = False) -> None:
+                 dropout: bool = True, dropout_per_sample: bool = False, codebook_dim: int = 0) -> None:
         super().__init__()
         self.n_q, self.size = n_q, size
         self.dropout, self.dropout_per_sample = dropout, dropout_per_sample
-        self.layers = nn.ModuleList(VectorQuantizer(dim, size, cfg) for _ in range(n_q))
+        self.factorised = codebook_dim > 0
+        self.layers = nn.ModuleList(VectorQuantizer(dim, size, cfg, codebook_dim) for _ in range(n_q))
 
     def _active_per_sample(self, batch: int, n_q: int, device: torch.device) -> torch.Tensor | None:
         """Quantizer dropout: number of stages each sample uses (B,), or None for all n_q.
@@ -63,7 +67,7 @@ class ResidualVQ(nn.Module):
             commitment = commitment + out.commitment
             codes.append(out.codes)
             metrics[f"resets/{i}"] = float(out.resets)
-        if self.training and x.requires_grad:   # eval output stays bit-identical to decode(encode(x))
+        if self.training and x.requires_grad and not self.factorised:   # eval: bit-identical to decode(encode(x))
             quantized = straight_through(x, quantized)
         n_mean = torch.tensor(float(n_q) if active is None else active.float().mean().item(), device=x.device)
         return BottleneckOutput(quantized, {"commitment": commitment}, torch.stack(codes, 1),

@@ -171,3 +171,25 @@ def test_out_of_range_codes_are_refused():
         model.decode(torch.full((1, 3, 4), 16))
     with pytest.raises(TypeError, match="integer tensor"):
         model.decode(torch.zeros(1, 3, 4))
+
+
+@pytest.mark.parametrize("bottleneck", ["vq", "rvq"])
+def test_factorised_codes_round_trip_through_a_model_file(bottleneck, tmp_path):
+    import codec
+    model = warmed(tiny_model(bottleneck, codebook_dim=3))
+    assert model.bottleneck.layers[0].codebook.embed.shape == (16, 3)
+    x = torch.randn(2, 1, 3000)
+    with torch.no_grad():
+        out = model(x)
+    codes = model.encode(x)
+    assert torch.equal(model.decode(codes), out.audio)
+    loaded = codec.load(model.save(tmp_path / "m", inference_only=True))
+    assert loaded.config.codebook_dim == 3
+    assert torch.equal(loaded.encode(x), codes) and torch.equal(loaded.decode(codes), out.audio)
+
+
+def test_factorised_gradients_reach_the_encoder():
+    model = tiny_model("rvq", quantizer_dropout=False, codebook_dim=3).train()
+    model(torch.randn(2, 1, 1600)).audio.pow(2).mean().backward()
+    first_conv = model.encoder.net[0].conv.parametrizations.weight.original1
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0

@@ -120,3 +120,68 @@ def test_training_output_uses_the_codebook_the_codes_were_assigned_with():
     assert out.resets > 0                                       # the codebook did change in this step
     assert not torch.equal(vq.codebook.embed, before)
     assert torch.equal(out.quantized, before[out.codes].transpose(1, 2))
+
+
+# ----------------------------------------------------------------------------- factorised codes
+def test_factorised_decode_of_encode_equals_eval_forward_exactly():
+    rvq = trained_rvq(codebook_dim=3)
+    assert rvq.layers[0].codebook.embed.shape == (16, 3)
+    x = torch.randn(3, 8, 25)
+    codes = rvq.encode(x)
+    out = rvq(x)
+    assert torch.equal(codes, out.codes)
+    assert torch.equal(rvq.decode(codes), out.latent)
+
+
+def test_factorised_stages_look_up_the_projected_residual_and_project_the_code_back():
+    """Slow reference: per stage, nearest code of W_in r + b_in in float64, then W_out e + b_out."""
+    rvq = trained_rvq(codebook_dim=3)
+    x = torch.randn(2, 8, 10)
+    codes, latent = rvq.encode(x), rvq.decode(rvq.encode(x))
+    residual, total = x.double(), torch.zeros_like(x, dtype=torch.float64)
+    for i, layer in enumerate(rvq.layers):
+        w_in, b_in = layer.project_in.weight.double()[:, :, 0], layer.project_in.bias.double()
+        w_out, b_out = layer.project_out.weight.double()[:, :, 0], layer.project_out.bias.double()
+        book = layer.codebook.embed.double()
+        for b in range(2):
+            for f in range(10):
+                z = w_in @ residual[b, :, f] + b_in
+                expected = int(((book - z) ** 2).sum(1).argmin())
+                assert int(codes[b, i, f]) == expected
+                q = w_out @ book[expected] + b_out
+                residual[b, :, f] -= q
+                total[b, :, f] += q
+    torch.testing.assert_close(latent.double(), total, rtol=0, atol=1e-5)
+
+
+def test_factorised_training_trains_both_projections_and_reaches_the_input():
+    rvq = trained_rvq(codebook_dim=3, dropout=False).train()
+    x = torch.randn(2, 8, 10, requires_grad=True)
+    rvq(x).latent.pow(2).sum().backward()               # a decoder-like loss, no commitment term
+    assert x.grad.abs().sum() > 0
+    for layer in rvq.layers:
+        assert layer.project_in.weight.grad.abs().sum() > 0, "project_in gets no decoder gradient"
+        assert layer.project_out.weight.grad.abs().sum() > 0
+
+
+def test_factorised_training_reduces_error_stage_by_stage():
+    torch.manual_seed(2)
+    rvq = ResidualVQ(8, 4, 32, dropout=False, codebook_dim=4)
+    data = torch.randn(8, 8, 40)
+    opt = torch.optim.Adam(rvq.parameters(), lr=1e-2)
+    for _ in range(60):
+        out = rvq(data)
+        loss = (out.latent - data).pow(2).mean() + out.losses["commitment"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rvq.eval()
+    errors = [(rvq.decode(rvq.encode(data, n_q=k)) - data).pow(2).mean().item() for k in range(1, 5)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 0.6 * data.pow(2).mean().item()
+
+
+def test_negative_codebook_dim_is_refused():
+    from codec.model import CodecConfig
+    with pytest.raises(ValueError, match="codebook_dim must be >= 0"):
+        CodecConfig(codebook_dim=-1)
