@@ -35,7 +35,7 @@ def masked_mse(x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None)
 class VQOutput:
     quantized: torch.Tensor    # (B, D, F) codebook vectors; a gradient path only when factorised
     codes: torch.Tensor        # (B, F)
-    commitment: torch.Tensor   # scalar: ||x - sg(quantized)||^2, mean over active samples
+    commitment: torch.Tensor   # scalar: ||z - sg(code vector)||^2, mean over active samples (z: x, or x projected)
     resets: int                # dead codes replaced in this step
 
 
@@ -44,8 +44,6 @@ class VectorQuantizer(nn.Module):
 
     def __init__(self, dim: int, size: int, cfg: CodebookConfig | None = None, codebook_dim: int = 0) -> None:
         super().__init__()
-        if codebook_dim < 0:
-            raise ValueError(f"codebook_dim must be >= 0 (0: codes of the latent's dimension), got {codebook_dim}")
         self.factorised = codebook_dim > 0
         if self.factorised:
             self.project_in = nn.Conv1d(dim, codebook_dim, 1)
@@ -59,7 +57,7 @@ class VectorQuantizer(nn.Module):
         if self.training and not bool(self.codebook.initialized):
             self.codebook.init_kmeans(rows)
         codes = self.codebook.encode(rows)
-        vectors = self.codebook.decode(codes).view(z.shape[0], z.shape[2], -1).transpose(1, 2)  # before it moves
+        vectors = self.codebook.decode(codes.view(z.shape[0], z.shape[2])).transpose(1, 2)  # before it moves
         resets = 0
         if self.training:
             keep = slice(None) if mask is None else mask.bool().repeat_interleave(z.shape[2])
