@@ -8,21 +8,28 @@ A folder that holds a ``manifest.csv`` is read through it.
 Splits never overlap: the manifest's ``split`` column decides, else a stable
 hash of the file's path relative to the root (``stable_split``). Every file gives
 ``max(1, length // segment)`` items per epoch, so long files are seen in
-proportion to their length. Training items are random crops with a random gain,
-drawn from a generator seeded by ``(seed, epoch, index)``; other splits give
-the file's consecutive segments, unchanged, in a fixed order.
+proportion to their length. Training items are random crops with a random gain
+and, when ``speed`` lists factors, a random speed change (pitch and formants move
+together, as if another speaker; the usual speed perturbation of speech
+recognition), and, when ``eq_db`` is set, one random peaking filter (a timbre
+or microphone change), all drawn from a generator seeded by
+``(seed, epoch, index)``; other splits give the file's consecutive segments,
+unchanged, in a fixed order.
 """
 from __future__ import annotations
 
 import bisect
 import csv
 import hashlib
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchaudio.functional as AF
 from torch.utils.data import Dataset
 
 from codec.audio import AudioError, audio_info, audio_suffixes, load_audio, resample, resampled_length, to_mono
@@ -66,6 +73,18 @@ class DataConfig:
     languages: tuple[str, ...] = ()         # manifest "language" filter, e.g. ("en", "es"); () keeps all
     synthetic: bool = True                  # keep manifest rows marked synthetic=1
     cache: bool = False                     # keep each resampled file in memory (~230 MB per hour at 16 kHz)
+    speed: tuple[float, ...] = ()           # training crops: speed factors drawn uniformly, e.g. (0.9, 1.0, 1.1); () = off
+    eq_db: float = 0.0                      # training crops: one peaking filter, gain uniform in +-eq_db, centre
+                                            # log-uniform in EQ_RANGE_HZ, Q = 1; 0 = off
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.speed, (tuple, list)):
+            raise DatasetError(f"data.speed must be a list of factors such as [0.9, 1.0, 1.1], got {self.speed!r}")
+        for factor in self.speed:
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
+                raise DatasetError(f"data.speed factors must be numbers from 0.5 to 2.0, got {factor!r}")
+        if isinstance(self.eq_db, bool) or not isinstance(self.eq_db, (int, float)) or not 0 <= self.eq_db <= 24:
+            raise DatasetError(f"data.eq_db must be a number of dB from 0 to 24, got {self.eq_db!r}")
 
     @property
     def segment_length(self) -> int:
@@ -195,11 +214,21 @@ class AudioDataset(Dataset):
         frames = self.clips[clip_no].frames
         if self.random_crops:
             rng = np.random.default_rng([self.config.seed, self.epoch, index])
-            start = int(rng.integers(0, max(0, frames - self.length) + 1))
+            speed = float(rng.choice(self.config.speed)) if self.config.speed else 1.0
+            need = self.length if speed == 1.0 else math.ceil(self.length * speed)
+            start = int(rng.integers(0, max(0, frames - need) + 1))
             gain_db = rng.uniform(*self.config.gain_db) if self.config.gain_db else 0.0
+            eq = None
+            if self.config.eq_db:
+                low, high = (math.log(f) for f in EQ_RANGE_HZ)
+                eq = (math.exp(rng.uniform(low, high)), rng.uniform(-self.config.eq_db, self.config.eq_db))
         else:
-            start, gain_db = segment * self.length, 0.0
-        crop = self.read(clip_no, start, min(self.length, frames - start))  # (1, <= L)
+            speed, need, start, gain_db, eq = 1.0, self.length, segment * self.length, 0.0, None
+        crop = self.read(clip_no, start, min(need, frames - start))  # (1, <= need)
+        if speed != 1.0:
+            crop = change_speed(crop, speed)[:, :self.length]
+        if eq is not None:
+            crop = peaking_eq(crop, self.config.sample_rate, *eq)
         crop = F.pad(crop, (0, self.length - crop.shape[-1]))
         if gain_db:
             crop = crop * 10.0 ** (gain_db / 20.0)
@@ -222,6 +251,28 @@ class AudioDataset(Dataset):
         from codec.streaming import FileSignal, ResampledSignal
         window = ResampledSignal(FileSignal(clip.path), self.config.sample_rate).read(start, start + length)
         return to_mono(window, self.config.channel)
+
+
+def change_speed(wav: torch.Tensor, factor: float) -> torch.Tensor:
+    """``wav`` played ``factor`` times faster: ``(..., T) -> (..., ceil(T / factor))``.
+
+    Band-limited resampling by the nearest fraction p/q (denominator at most 100): the
+    samples are read as if at rate p and written at rate q, so pitch and formants rise by p/q.
+    """
+    ratio = Fraction(factor).limit_denominator(100)
+    return resample(wav, ratio.numerator, ratio.denominator)
+
+
+EQ_RANGE_HZ = (150.0, 6000.0)   # centres of the random peaking filter (kept under 16 kHz's Nyquist)
+
+
+def peaking_eq(wav: torch.Tensor, sample_rate: int, freq: float, gain_db: float, q: float = 1.0) -> torch.Tensor:
+    """One peaking biquad (RBJ cookbook): ``gain_db`` at ``freq``, unity far from it. ``(..., T)``."""
+    w0 = 2 * math.pi * min(freq, 0.45 * sample_rate) / sample_rate
+    a, alpha = 10 ** (gain_db / 40), math.sin(w0) / (2 * q)
+    b = torch.tensor([1 + alpha * a, -2 * math.cos(w0), 1 - alpha * a], dtype=wav.dtype)
+    den = torch.tensor([1 + alpha / a, -2 * math.cos(w0), 1 - alpha / a], dtype=wav.dtype)
+    return AF.lfilter(wav, den, b, clamp=False)
 
 
 def make_datasets(config: DataConfig) -> tuple[AudioDataset, AudioDataset]:

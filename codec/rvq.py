@@ -27,10 +27,13 @@ from codec.vq import VectorQuantizer, straight_through
 
 class ResidualVQ(nn.Module):
     def __init__(self, dim: int, n_q: int, size: int, cfg: CodebookConfig | None = None,
-                 dropout: bool = True, dropout_per_sample: bool = False, codebook_dim: int = 0) -> None:
+                 dropout: bool = True, dropout_per_sample: bool = False, codebook_dim: int = 0,
+                 dropout_p: float = 1.0) -> None:
         super().__init__()
+        if not 0.0 <= dropout_p <= 1.0:
+            raise ValueError(f"dropout_p must be from 0 to 1, got {dropout_p}")
         self.n_q, self.size = n_q, size
-        self.dropout, self.dropout_per_sample = dropout, dropout_per_sample
+        self.dropout, self.dropout_per_sample, self.dropout_p = dropout, dropout_per_sample, dropout_p
         self.factorised = codebook_dim > 0
         self.layers = nn.ModuleList(VectorQuantizer(dim, size, cfg, codebook_dim) for _ in range(n_q))
 
@@ -38,14 +41,21 @@ class ResidualVQ(nn.Module):
         """Quantizer dropout: number of stages each sample uses (B,), or None for all n_q.
 
         Drawn uniformly from 1..n_q, once per batch (the same on every rank) or per sample
-        (from one draw over the global batch, so that all ranks run the same stages).
+        (from one draw over the global batch, so that all ranks run the same stages). With
+        ``dropout_p`` < 1, a batch (sample) drops codebooks only with that probability and uses
+        all n_q otherwise (DAC's quantizer_dropout = 0.5), which trains the full rate more often.
         """
-        if not (self.training and self.dropout):
+        if not (self.training and self.dropout) or self.dropout_p == 0.0:
             return None
+        count = batch * dist.world_size() if self.dropout_per_sample else 1
+        if self.dropout_p == 1.0:
+            drawn = dist.broadcast_(torch.randint(1, n_q + 1, (count,), device=device))
+        else:   # one uniform draw u: u < p drops to 1 + floor(u / p * n_q) stages, else all n_q
+            u = dist.broadcast_(torch.rand((count,), device=device))
+            drawn = torch.where(u < self.dropout_p, 1 + (u / self.dropout_p * n_q).long().clamp(max=n_q - 1),
+                                torch.full_like(u, n_q, dtype=torch.long))
         if self.dropout_per_sample:   # drawn for the global batch on rank 0: every rank runs the same stages
-            drawn = dist.broadcast_(torch.randint(1, n_q + 1, (batch * dist.world_size(),), device=device))
             return drawn[dist.rank() * batch:(dist.rank() + 1) * batch]
-        drawn = dist.broadcast_(torch.randint(1, n_q + 1, (1,), device=device))
         return drawn.expand(batch)
 
     def forward(self, x: torch.Tensor, n_q: int | None = None) -> BottleneckOutput:

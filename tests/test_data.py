@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from codec.audio import load_audio, resample, save_audio
-from codec.data import AudioDataset, DataConfig, DatasetError, make_datasets, stable_split
+from codec.data import AudioDataset, DataConfig, DatasetError, change_speed, make_datasets, peaking_eq, stable_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +86,83 @@ def test_gain_stays_in_range(tmp_path):
             gains_db.append(20 * math.log10(item[0, 0].item() / 0.5))
     assert min(gains_db) >= -12.0 - 1e-4 and max(gains_db) <= -3.0 + 1e-4
     assert max(gains_db) - min(gains_db) > 3.0  # not one fixed gain
+
+
+def dominant_frequency(wav: torch.Tensor, sample_rate: int) -> float:
+    spectrum = torch.fft.rfft(wav.double().flatten() * torch.hann_window(wav.shape[-1], dtype=torch.float64)).abs()
+    return float(spectrum.argmax()) * sample_rate / wav.shape[-1]
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1, 1.25])
+def test_speed_change_scales_frequency_and_length(factor):
+    wav = sine(440, 16000, 1.0)
+    out = change_speed(wav, factor)
+    assert out.shape[-1] == math.ceil(16000 / factor)
+    assert dominant_frequency(out, 16000) == pytest.approx(440 * factor, abs=2.0)
+
+
+def test_speed_perturbed_crops_are_full_length_and_move_the_pitch(tmp_path):
+    write(tmp_path / "tone.wav", sine(400, 16000, 3.0), 16000)
+    ds = AudioDataset(config(tmp_path, speed=(0.8, 1.25), segment_seconds=0.5))
+    seen = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item = ds[i]
+            assert item.shape == (1, 8000)
+            freq = dominant_frequency(item, 16000)
+            assert min(abs(freq - 320), abs(freq - 500)) < 4.0, freq
+            seen.add(round(freq / 100))
+    assert seen == {3, 5}  # both factors drawn
+
+
+def test_speed_leaves_validation_untouched(speech_folder):
+    plain = AudioDataset(config(speech_folder, valid_fraction=1.0), "valid")
+    fast = AudioDataset(config(speech_folder, valid_fraction=1.0, speed=(1.2,)), "valid")
+    assert torch.equal(items(plain), items(fast))
+
+
+def test_speed_crops_are_reproducible_and_differ_from_plain(speech_folder):
+    cfg = config(speech_folder, speed=(0.9, 1.1))
+    assert torch.equal(items(AudioDataset(cfg)), items(AudioDataset(cfg)))
+    assert not torch.equal(items(AudioDataset(cfg)), items(AudioDataset(config(speech_folder))))
+
+
+@pytest.mark.parametrize("gain_db", [6.0, -9.0])
+def test_peaking_eq_has_its_gain_at_the_centre_and_unity_far_away(gain_db):
+    def steady_gain(freq):
+        tone = sine(freq, 16000, 1.0).double()
+        out = peaking_eq(tone, 16000, 1000.0, gain_db)
+        return float(out[:, 8000:].pow(2).mean().sqrt() / tone[:, 8000:].pow(2).mean().sqrt())
+    assert 20 * math.log10(steady_gain(1000.0)) == pytest.approx(gain_db, abs=0.05)
+    assert abs(20 * math.log10(steady_gain(7000.0))) < 0.5
+    assert abs(20 * math.log10(steady_gain(60.0))) < 0.5
+
+
+def test_eq_crops_change_level_within_the_gain_range(tmp_path):
+    write(tmp_path / "tone.wav", sine(1000, 16000, 3.0), 16000)
+    plain = AudioDataset(config(tmp_path))
+    eq = AudioDataset(config(tmp_path, eq_db=6.0))
+    ratios = []
+    for epoch in range(6):
+        plain.set_epoch(epoch), eq.set_epoch(epoch)
+        for i in range(len(eq)):
+            ref, out = plain[i][:, 4000:], eq[i][:, 4000:]    # crop starts agree: eq draws after them
+            ratios.append(20 * math.log10(float(out.pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())))
+    assert all(-6.05 <= r <= 6.05 for r in ratios)
+    assert max(ratios) - min(ratios) > 1.0   # not one fixed filter
+
+
+@pytest.mark.parametrize("eq_db", [-1.0, 30.0, "loud", True])
+def test_bad_eq_gain_is_an_error(tmp_path, eq_db):
+    with pytest.raises(DatasetError, match="data.eq_db"):
+        config(tmp_path, eq_db=eq_db)
+
+
+@pytest.mark.parametrize("speed", [(0.3,), (1.0, 2.5), ("fast",), (True,), 1.1])
+def test_bad_speed_factors_are_an_error(tmp_path, speed):
+    with pytest.raises(DatasetError, match="data.speed"):
+        config(tmp_path, speed=speed)
 
 
 # -------------------------------------------------------------- short clips

@@ -80,6 +80,40 @@ def test_batch_dropout_draws_every_count_and_reports_its_rate():
     assert seen == {1, 2, 3, 4}
 
 
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.5])
+def test_dropout_p_uses_every_codebook_on_the_rest_of_the_batches(p, per_sample):
+    torch.manual_seed(4)
+    n_q, draws = 4, 4000
+    rvq = ResidualVQ(4, n_q, 8, dropout=True, dropout_per_sample=per_sample, dropout_p=p)
+    batch = 8 if per_sample else 1
+
+    def draw():
+        active = rvq._active_per_sample(batch, n_q, torch.device("cpu"))
+        return torch.full((batch,), n_q) if active is None else active   # None: no dropout, all n_q
+    counts = torch.cat([draw() for _ in range(draws // batch)])
+    share = torch.bincount(counts, minlength=n_q + 1)[1:].double() / counts.numel()
+    expected = torch.full((n_q,), p / n_q, dtype=torch.float64)
+    expected[-1] += 1 - p          # the undropped batches use all n_q
+    torch.testing.assert_close(share, expected, rtol=0, atol=0.03)
+
+
+def test_dropout_p_of_one_keeps_the_uniform_draw_stream():
+    """Runs started before dropout_p existed resume with the same draws."""
+    rvq = ResidualVQ(4, 4, 8, dropout=True, dropout_p=1.0)
+    torch.manual_seed(5)
+    new = rvq._active_per_sample(3, 4, torch.device("cpu"))
+    torch.manual_seed(5)
+    assert torch.equal(new, torch.randint(1, 5, (1,)).expand(3))
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, True])
+def test_bad_dropout_p_is_an_error(p):
+    from codec.model import CodecConfig
+    with pytest.raises(ValueError, match="quantizer_dropout_p"):
+        CodecConfig(quantizer_dropout_p=p)
+
+
 def test_per_sample_dropout_masks_later_stages_per_sample():
     torch.manual_seed(1)
     rvq = ResidualVQ(4, 4, 8, dropout=True, dropout_per_sample=True)
