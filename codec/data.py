@@ -215,12 +215,13 @@ class AudioDataset(Dataset):
         if self.random_crops:
             rng = np.random.default_rng([self.config.seed, self.epoch, index])
             speed = float(rng.choice(self.config.speed)) if self.config.speed else 1.0
-            need = self.length if speed == 1.0 else math.ceil(self.length * speed)
+            ratio = speed_ratio(speed)     # resampled as this fraction: read what it turns into L samples
+            need = -(-self.length * ratio.numerator // ratio.denominator)
             start = int(rng.integers(0, max(0, frames - need) + 1))
             gain_db = rng.uniform(*self.config.gain_db) if self.config.gain_db else 0.0
             eq = None
             if self.config.eq_db:
-                low, high = (math.log(f) for f in EQ_RANGE_HZ)
+                low, high = (math.log(min(f, 0.45 * self.config.sample_rate)) for f in EQ_RANGE_HZ)
                 eq = (math.exp(rng.uniform(low, high)), rng.uniform(-self.config.eq_db, self.config.eq_db))
         else:
             speed, need, start, gain_db, eq = 1.0, self.length, segment * self.length, 0.0, None
@@ -253,17 +254,22 @@ class AudioDataset(Dataset):
         return to_mono(window, self.config.channel)
 
 
-def change_speed(wav: torch.Tensor, factor: float) -> torch.Tensor:
-    """``wav`` played ``factor`` times faster: ``(..., T) -> (..., ceil(T / factor))``.
+def speed_ratio(factor: float) -> Fraction:
+    """The fraction p/q (denominator at most 100) that ``change_speed`` really applies."""
+    return Fraction(factor).limit_denominator(100)
 
-    Band-limited resampling by the nearest fraction p/q (denominator at most 100): the
-    samples are read as if at rate p and written at rate q, so pitch and formants rise by p/q.
+
+def change_speed(wav: torch.Tensor, factor: float) -> torch.Tensor:
+    """``wav`` played p/q = ``speed_ratio(factor)`` times faster: ``(..., T) -> (..., ceil(T * q / p))``.
+
+    Band-limited resampling: the samples are read as if at rate p and written at rate q, so
+    pitch and formants rise by p/q. The ends ring a little (the filter sees zeros past them).
     """
-    ratio = Fraction(factor).limit_denominator(100)
+    ratio = speed_ratio(factor)
     return resample(wav, ratio.numerator, ratio.denominator)
 
 
-EQ_RANGE_HZ = (150.0, 6000.0)   # centres of the random peaking filter (kept under 16 kHz's Nyquist)
+EQ_RANGE_HZ = (150.0, 6000.0)   # centres of the random peaking filter (at most 0.45 x the sample rate)
 
 
 def peaking_eq(wav: torch.Tensor, sample_rate: int, freq: float, gain_db: float, q: float = 1.0) -> torch.Tensor:

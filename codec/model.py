@@ -39,7 +39,7 @@ class CodecConfig:
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
     quantizer_dropout: bool = True          # rvq: train with 1..n_q codebooks drawn per batch
     dropout_per_sample: bool = False        # rvq: draw per sample instead of per batch
-    quantizer_dropout_p: float = 1.0        # rvq: share of batches (samples) that drop codebooks; the rest use all
+    quantizer_dropout_p: float = 1.0        # rvq: share of batches (samples) that draw 1..n_q; the rest use all
     ae_float_bits: int = 32                 # ae: width of the stored floats
     vae_free_bits: float = 0.0              # vae: KL floor per latent dimension (nats per frame); 0 = off
 
@@ -54,7 +54,8 @@ class CodecConfig:
             self.n_q = 1
         if self.n_q < 1 or self.codebook_size < 2:
             raise ValueError(f"need n_q >= 1 and codebook_size >= 2, got {self.n_q} and {self.codebook_size}")
-        if isinstance(self.quantizer_dropout_p, bool) or not 0.0 <= self.quantizer_dropout_p <= 1.0:
+        p = self.quantizer_dropout_p
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"quantizer_dropout_p must be from 0 to 1, got {self.quantizer_dropout_p!r}")
         if self.codebook_dim < 0:
             raise ValueError(f"codebook_dim must be >= 0 (0: codes of the latent's dimension), got {self.codebook_dim}")

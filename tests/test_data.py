@@ -116,6 +116,27 @@ def test_speed_perturbed_crops_are_full_length_and_move_the_pitch(tmp_path):
     assert seen == {3, 5}  # both factors drawn
 
 
+def test_a_factor_that_is_not_a_small_fraction_still_fills_the_crop(tmp_path):
+    write(tmp_path / "dc.wav", torch.full((1, 48000), 0.5), 16000)
+    ds = AudioDataset(config(tmp_path, speed=(1.333,), segment_seconds=0.5))
+    for i in range(len(ds)):
+        assert ds[i][0, -100:].abs().min() > 0.3       # no zero padding at the end
+
+
+def test_default_crops_are_the_seeded_window_and_gain(tmp_path):
+    """With speed and eq off, a crop is exactly the draw (start, gain) of default_rng([seed, epoch, index])."""
+    import numpy as np
+    wav = torch.randn(1, 40000) * 0.1
+    write(tmp_path / "noise.wav", wav, 16000)
+    ds = AudioDataset(config(tmp_path, gain_db=(-6.0, 0.0), seed=3))
+    ds.set_epoch(2)
+    for i in range(len(ds)):
+        rng = np.random.default_rng([3, 2, i])
+        start = int(rng.integers(0, 40000 - 8000 + 1))
+        gain = 10.0 ** (rng.uniform(-6.0, 0.0) / 20.0)
+        torch.testing.assert_close(ds[i], wav[:, start:start + 8000] * gain, rtol=0, atol=0)
+
+
 def test_speed_leaves_validation_untouched(speech_folder):
     plain = AudioDataset(config(speech_folder, valid_fraction=1.0), "valid")
     fast = AudioDataset(config(speech_folder, valid_fraction=1.0, speed=(1.2,)), "valid")

@@ -98,16 +98,18 @@ def test_dropout_p_uses_every_codebook_on_the_rest_of_the_batches(p, per_sample)
     torch.testing.assert_close(share, expected, rtol=0, atol=0.03)
 
 
-def test_dropout_p_of_one_keeps_the_uniform_draw_stream():
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_dropout_p_of_one_keeps_the_uniform_draw_stream(per_sample):
     """Runs started before dropout_p existed resume with the same draws."""
-    rvq = ResidualVQ(4, 4, 8, dropout=True, dropout_p=1.0)
+    rvq = ResidualVQ(4, 4, 8, dropout=True, dropout_per_sample=per_sample, dropout_p=1.0)
     torch.manual_seed(5)
     new = rvq._active_per_sample(3, 4, torch.device("cpu"))
     torch.manual_seed(5)
-    assert torch.equal(new, torch.randint(1, 5, (1,)).expand(3))
+    old = torch.randint(1, 5, (3,)) if per_sample else torch.randint(1, 5, (1,)).expand(3)
+    assert torch.equal(new, old)
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.5, True])
+@pytest.mark.parametrize("p", [-0.1, 1.5, True, "half"])
 def test_bad_dropout_p_is_an_error(p):
     from codec.model import CodecConfig
     with pytest.raises(ValueError, match="quantizer_dropout_p"):

@@ -6,7 +6,8 @@ Encodes the clips (a folder, a manifest CSV or one file, as ``codec bench --audi
 them), then quantises the encoder's latent stage by stage and prints, for each stage, the
 residual energy left relative to the latent's energy (in dB: what the stages so far quantise
 away), the distinct codes the clips use, and the entropy of their distribution in bits
-(at most log2 of the codebook size). A stage whose residual barely falls carries little
+(at most log2 of the codebook size; a plug-in estimate, which reads low when the clips hold
+few frames per code: by about 0.2 bits for 4,000 frames and 1024 codes). A stage whose residual barely falls carries little
 information whatever the decoder does with it. ``--pesq`` adds the mean PESQ-WB of the
 decoded audio with the first k codebooks, and of the decoder fed the unquantised latent: the
 most any number of codebooks could give this encoder and decoder.
