@@ -40,7 +40,7 @@ def test_stage_table_matches_a_per_frame_reference():
     model(torch.randn(4, 1, 320 * 20) * 0.3)             # k-means initialises the codebooks
     model.eval()
     latents = [torch.randn(1, 8, 13), torch.randn(1, 8, 7) * 0.5]
-    got = rvq_stages.stage_table(model, latents)
+    got = rvq_stages.stage_table(model, latents, [model.bottleneck.encode(z) for z in latents])
     flat = torch.cat([z[0].t() for z in latents])
     expected = reference_table([layer.codebook.embed for layer in model.bottleneck.layers], flat)
     assert len(got) == 3

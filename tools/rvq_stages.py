@@ -7,8 +7,8 @@ them), then quantises the encoder's latent stage by stage and prints, for each s
 residual energy left relative to the latent's energy (in dB: what the stages so far quantise
 away), the distinct codes the clips use, and the entropy of their distribution in bits
 (at most log2 of the codebook size; a plug-in estimate, which reads low when the clips hold
-few frames per code: by about 0.2 bits for 4,000 frames and 1024 codes). A stage whose residual barely falls carries little
-information whatever the decoder does with it. ``--pesq`` adds the mean PESQ-WB of the
+few frames per code: by about 0.2 bits for 4,000 frames and 1024 codes). A stage whose
+residual barely falls carries little information whatever the decoder does with it. ``--pesq`` adds the mean PESQ-WB of the
 decoded audio with the first k codebooks, and of the decoder fed the unquantised latent: the
 most any number of codebooks could give this encoder and decoder.
 """
@@ -28,27 +28,26 @@ from codec.bench import BenchError, find_clips, load_mono, positive_int  # noqa:
 from codec.checkpoint import CheckpointError  # noqa: E402
 
 
-def stage_table(model, latents: list[torch.Tensor]) -> list[dict[str, float]]:
-    """Per stage: residual energy relative to the latent's (dB), distinct codes, code entropy (bits)."""
-    rvq = model.bottleneck
-    if not hasattr(rvq, "layers"):
-        raise BenchError(f"model {model.config.name!r} has no codebooks (bottleneck {model.config.bottleneck!r})")
-    latent = torch.cat([z.flatten(2).transpose(1, 2).reshape(-1, z.shape[1]) for z in latents])   # (N, D)
-    total = latent.pow(2).sum().item()
-    residual, rows = latent.t()[None], []                                                         # (1, D, N)
-    for layer in rvq.layers:
-        codes = layer.encode(residual)
-        residual = residual - layer.decode(codes)
-        counts = torch.bincount(codes.flatten(), minlength=layer.codebook.embed.shape[0]).double()
+def stage_table(model, latents: list[torch.Tensor], codes: list[torch.Tensor]) -> list[dict[str, float]]:
+    """Per stage: residual energy relative to the latent's (dB), distinct codes, code entropy (bits).
+
+    ``latents``: each clip's encoder output (1, D, F); ``codes``: its codes (1, n_q, F).
+    """
+    latent, codes = torch.cat(latents, -1), torch.cat(codes, -1)          # (1, D, N), (1, n_q, N)
+    total, rows = latent.pow(2).sum().item(), []
+    for k in range(codes.shape[1]):
+        residual = latent - model.bottleneck.decode(codes[:, :k + 1])
+        counts = torch.bincount(codes[0, k], minlength=model.codebook_size).double()
         p = counts[counts > 0] / counts.sum()
         rows.append({"residual_db": 10 * math.log10(max(residual.pow(2).sum().item(), 1e-30) / total),
                      "codes_used": int((counts > 0).sum()), "entropy_bits": float(-(p * p.log2()).sum())})
     return rows
 
 
-def pesq_by_stage(model, signals: list[torch.Tensor], latents: list[torch.Tensor]) -> tuple[list[float], float]:
+def pesq_by_stage(model, signals: list[torch.Tensor], latents: list[torch.Tensor],
+                  codes: list[torch.Tensor]) -> tuple[list[float], float]:
     """Mean PESQ-WB over the clips at n_q = 1..N, and with the unquantised latent (each clip's
-    ``latents`` entry: the encoder's output for it, zero-padded to whole frames)."""
+    signal, encoder output and codes, as for ``stage_table``)."""
     from codec.metrics import compute_metrics
     scores = [[] for _ in range(model.n_q)], []
 
@@ -56,10 +55,9 @@ def pesq_by_stage(model, signals: list[torch.Tensor], latents: list[torch.Tensor
         ref, out = ref[0, 0].double().numpy(), out[0, 0].double().numpy()   # PESQ resamples to 16 kHz
         return compute_metrics(ref, out, model.sample_rate, "speech", ["pesq"])["pesq"]
 
-    for x, latent in zip(signals, latents):
-        codes = model.encode(x)
+    for x, latent, c in zip(signals, latents, codes):
         for n in range(model.n_q):
-            scores[0][n].append(score(x, model.decode(codes[:, :n + 1], length=x.shape[-1])))
+            scores[0][n].append(score(x, model.decode(c[:, :n + 1], length=x.shape[-1])))
         scores[1].append(score(x, model.decoder(latent)[..., :x.shape[-1]]))
 
     def mean(values):
@@ -78,17 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     import codec
     try:
         model = codec.load(args.model).eval()
+        if not model.is_quantized:
+            raise BenchError(f"model {args.model!r} has no codebooks (bottleneck {model.config.bottleneck!r})")
         clips = find_clips(args.audio, max_clips=args.max_clips)
-        latents, signals = [], []
+        signals, latents, codes = [], [], []
         with torch.inference_mode():
             for clip in clips:
                 wav, rate = load_mono(Path(clip.path))
                 x = resample(torch.from_numpy(wav).float()[None, None], rate, model.sample_rate)
                 signals.append(x)
-                latents.append(model.encoder(torch.nn.functional.pad(x, (0, -x.shape[-1] % model.hop_length))))
-            rows = stage_table(model, latents)
+                latents.append(model.encoder(model.pad_to_frames(x)[0]))
+                codes.append(model.bottleneck.encode(latents[-1]))
+            rows = stage_table(model, latents, codes)
             if args.pesq:
-                pesq, unquantised = pesq_by_stage(model, signals, latents)
+                pesq, unquantised = pesq_by_stage(model, signals, latents, codes)
     except (AudioError, BenchError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"rvq_stages: error: {e}", file=sys.stderr)
         return 1
