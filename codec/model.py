@@ -40,6 +40,7 @@ class CodecConfig:
     quantizer_dropout: bool = True          # rvq: train with 1..n_q codebooks drawn per batch
     dropout_per_sample: bool = False        # rvq: draw per sample instead of per batch
     quantizer_dropout_p: float = 1.0        # rvq: share of batches (samples) that draw 1..n_q; the rest use all
+    quantizer_bypass_p: float = 0.0         # vq/rvq: share of training samples decoded from the unquantised latent
     ae_float_bits: int = 32                 # ae: width of the stored floats
     vae_free_bits: float = 0.0              # vae: KL floor per latent dimension (nats per frame); 0 = off
 
@@ -54,9 +55,10 @@ class CodecConfig:
             self.n_q = 1
         if self.n_q < 1 or self.codebook_size < 2:
             raise ValueError(f"need n_q >= 1 and codebook_size >= 2, got {self.n_q} and {self.codebook_size}")
-        p = self.quantizer_dropout_p
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"quantizer_dropout_p must be from 0 to 1, got {self.quantizer_dropout_p!r}")
+        for name in ("quantizer_dropout_p", "quantizer_bypass_p"):
+            p = getattr(self, name)
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be from 0 to 1, got {p!r}")
         if self.codebook_dim < 0:
             raise ValueError(f"codebook_dim must be >= 0 (0: codes of the latent's dimension), got {self.codebook_dim}")
 
@@ -95,7 +97,7 @@ def make_bottleneck(cfg: CodecConfig) -> nn.Module:
     return ResidualVQ(dim, cfg.n_q, cfg.codebook_size, cfg.codebook,
                       dropout=cfg.quantizer_dropout and cfg.n_q > 1,
                       dropout_per_sample=cfg.dropout_per_sample, codebook_dim=cfg.codebook_dim,
-                      dropout_p=cfg.quantizer_dropout_p)
+                      dropout_p=cfg.quantizer_dropout_p, bypass_p=cfg.quantizer_bypass_p)
 
 
 class Codec(nn.Module):

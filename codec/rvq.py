@@ -11,6 +11,12 @@ the sum of the stages, so the decoder's gradient reaches x unscaled by the numbe
 With factorised codes (``codebook_dim`` > 0) each stage applies it in its own low-dimensional
 space instead, so that its projections learn: the decoder's gradient reaches x through every
 active stage's projections (as in DAC), and the residuals stay formed from detached vectors.
+
+Quantizer bypass (``bypass_p`` > 0, training only): that share of the samples, drawn per
+sample, hands the decoder the unquantised latent x instead of the quantized one, as Mimi
+(Moshi's codec) trains with 50%. Every sample is still quantised, so the codebooks, their
+EMA statistics and the commitment loss see the whole batch; only what the decoder gets
+changes, so the decoder also learns the continuous latent around the codebook vectors.
 """
 from __future__ import annotations
 
@@ -28,10 +34,11 @@ from codec.vq import VectorQuantizer, straight_through
 class ResidualVQ(nn.Module):
     def __init__(self, dim: int, n_q: int, size: int, cfg: CodebookConfig | None = None,
                  dropout: bool = True, dropout_per_sample: bool = False, codebook_dim: int = 0,
-                 dropout_p: float = 1.0) -> None:
+                 dropout_p: float = 1.0, bypass_p: float = 0.0) -> None:
         super().__init__()
         self.n_q, self.size = n_q, size
         self.dropout, self.dropout_per_sample, self.dropout_p = dropout, dropout_per_sample, dropout_p
+        self.bypass_p = bypass_p
         self.factorised = codebook_dim > 0
         self.layers = nn.ModuleList(VectorQuantizer(dim, size, cfg, codebook_dim) for _ in range(n_q))
 
@@ -78,6 +85,9 @@ class ResidualVQ(nn.Module):
             metrics[f"resets/{i}"] = float(out.resets)
         if self.training and x.requires_grad and not self.factorised:   # eval: bit-identical to decode(encode(x))
             quantized = straight_through(x, quantized)
+        if self.training and self.bypass_p > 0.0:     # drawn only when on: the random stream is kept otherwise
+            bypass = torch.rand(x.shape[0], device=x.device) < self.bypass_p
+            quantized = torch.where(bypass[:, None, None], x, quantized)
         n_mean = torch.tensor(float(n_q) if active is None else active.float().mean().item(), device=x.device)
         return BottleneckOutput(quantized, {"commitment": commitment}, torch.stack(codes, 1),
                                 n_mean * math.log2(self.size), metrics)

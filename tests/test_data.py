@@ -375,21 +375,42 @@ def mc():
         del sys.modules[spec.name]
 
 
+def voice_jobs(mc, tmp_path: Path, lang: str, voice: str, prompts: list[str]) -> dict[str, str]:
+    """package_jobs over an unpacked Asterisk voice package of empty prompt files: {prompt: split}."""
+    package = f"asterisk-core-sounds-{lang}-g722"
+    root = tmp_path / package
+    for prompt in prompts:
+        path = root / "usr/share/asterisk/sounds" / voice / f"{prompt}.g722"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    return {Path(j.output).relative_to(f"speech16k/{lang}").with_suffix("").as_posix(): j.split
+            for j in mc.package_jobs(package, root)}
+
+
 def test_corpus_prompts_share_a_split_across_languages(tmp_path, mc):
     prompts = [f"vm-prompt{n}" for n in range(40)] + ["digits/1", "letters/a", "silence/1"]
-    jobs = {}
-    for lang, voice in [("en", "en_US_f_Allison"), ("fr", "fr_CA_f_June")]:
-        package = f"asterisk-core-sounds-{lang}-g722"
-        root = tmp_path / package
-        for prompt in prompts:
-            path = root / "usr/share/asterisk/sounds" / voice / f"{prompt}.g722"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"")
-        jobs[lang] = {Path(j.output).relative_to(f"speech16k/{lang}").as_posix(): j.split
-                      for j in mc.package_jobs(package, root)}
+    jobs = {lang: voice_jobs(mc, tmp_path, lang, voice, prompts)
+            for lang, voice in [("en", "en_US_f_Allison"), ("fr", "fr_CA_f_June")]}
     assert jobs["en"] == jobs["fr"]
-    assert "silence/1.wav" not in jobs["en"] and "digits/1.wav" in jobs["en"]
+    assert "silence/1" not in jobs["en"] and "digits/1" in jobs["en"]
     assert {"train", "test"} <= set(jobs["en"].values())
+
+
+def test_corpus_heldout_voices_keep_only_unseen_prompts(tmp_path, mc):
+    prompts = [f"vm-prompt{n}" for n in range(200)]
+    splits = {lang: voice_jobs(mc, tmp_path, lang, voice, prompts)
+              for lang, voice in [("en", "en_US_f_Allison"), ("it", "it_IT_m_Carlo")]}
+    test_prompts = {p for p, split in splits["en"].items() if split == "test"}
+    assert test_prompts and len(splits["en"]) == len(prompts)
+    assert set(splits["it"]) == test_prompts                # the training voice's test prompts only
+    assert set(splits["it"].values()) == {mc.HELDOUT_SPLIT}  # never "train" or "valid"
+
+
+def test_corpus_heldout_voices_are_opt_in(mc):
+    assert mc.parse_args([]).packages == mc.TRAINING_PACKAGES
+    assert not any(mc.PACKAGES[p].heldout for p in mc.TRAINING_PACKAGES)
+    assert {"asterisk-core-sounds-it-g722", "asterisk-core-sounds-ru-g722"} == set(mc.HELDOUT_PACKAGES)
+    assert "asterisk-core-sounds-fr-g722" in mc.TRAINING_PACKAGES
 
 
 def test_corpus_holds_out_whole_music_tracks(mc):
@@ -413,3 +434,16 @@ def test_manifest_language_filter(tmp_path):
     (tmp_path / "manifest.csv").write_text("path,kind,language,split\na.wav,speech,en,train\nb.wav,speech,fr,train\n")
     clips = list_clips(DataConfig(root=str(tmp_path), languages=("en",)), "train")
     assert [c.path.name for c in clips] == ["a.wav"]
+
+
+def test_manifest_heldout_rows_are_in_no_split(tmp_path):
+    import soundfile as sf
+    import numpy as np
+    from codec.data import DataConfig, list_clips
+    for name in ("a", "b"):
+        sf.write(tmp_path / f"{name}.wav", np.zeros(1600, dtype=np.float32), 16000)
+    (tmp_path / "manifest.csv").write_text("path,kind,language,split\na.wav,speech,en,train\nb.wav,speech,it,heldout\n")
+    assert [c.path.name for c in list_clips(DataConfig(root=str(tmp_path)), "train")] == ["a.wav"]
+    for split in ("valid", "test"):
+        with pytest.raises(DatasetError, match=f"no audio files in split '{split}'"):
+            list_clips(DataConfig(root=str(tmp_path)), split)

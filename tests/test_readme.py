@@ -38,12 +38,32 @@ def table_rows(text: str) -> dict[tuple[str, str], list[str]]:
     return rows
 
 
-def test_the_readme_benchmark_table_is_the_published_summary():
+def readme_tables(section: str) -> dict[str, dict[tuple[str, str], list[str]]]:
+    """The Benchmark section's tables, each under the last summary file named before it."""
+    tables: dict[str, dict[tuple[str, str], list[str]]] = {}
+    source = "docs/bench/summary.md"
+    for line in section.splitlines():
+        if not line.startswith("|"):
+            named = re.findall(r"docs/bench/[\w/]*summary\.md", line)
+            source = named[-1] if named else source
+            continue
+        tables.setdefault(source, {}).update(table_rows(line))
+    return tables
+
+
+def test_the_readme_benchmark_tables_are_the_published_summaries():
     section = README.split("## Benchmark", 1)[1].split("\n## ", 1)[0]
-    readme = table_rows(section)
-    summary = table_rows((ROOT / "docs" / "bench" / "summary.md").read_text())
-    assert len(readme) >= 10
-    for key, cells in readme.items():
-        assert key in summary, f"README row {key} is not in docs/bench/summary.md"
-        clips_nominal_actual_pesq_stoi_visqol_sisdr_mel = summary[key][:8]
-        assert cells == clips_nominal_actual_pesq_stoi_visqol_sisdr_mel[1:], key
+    tables = readme_tables(section)
+    assert len(tables["docs/bench/summary.md"]) >= 10
+    for source, readme in tables.items():
+        summary = table_rows((ROOT / source).read_text())
+        for key, cells in readme.items():
+            assert key in summary, f"README row {key} is not in {source}"
+            clips_nominal_actual_pesq_stoi_visqol_sisdr_mel = summary[key][:8]
+            assert cells == clips_nominal_actual_pesq_stoi_visqol_sisdr_mel[1:], (source, key)
+
+
+def test_readme_tables_follow_the_summary_named_before_them():
+    text = ("intro\n| a | b | 1 |\nsee docs/bench/other/summary.md here\n| a | b | 2 |\n| c | d | 3 |\n")
+    assert readme_tables(text) == {"docs/bench/summary.md": {("a", "b"): ["1"]},
+                                   "docs/bench/other/summary.md": {("a", "b"): ["2"], ("c", "d"): ["3"]}}

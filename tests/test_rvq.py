@@ -110,10 +110,53 @@ def test_dropout_p_of_one_keeps_the_uniform_draw_stream(per_sample):
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.5, True, "half"])
-def test_bad_dropout_p_is_an_error(p):
+@pytest.mark.parametrize("name", ["quantizer_dropout_p", "quantizer_bypass_p"])
+def test_bad_share_is_an_error(p, name):
     from codec.model import CodecConfig
-    with pytest.raises(ValueError, match="quantizer_dropout_p"):
-        CodecConfig(quantizer_dropout_p=p)
+    with pytest.raises(ValueError, match=name):
+        CodecConfig(**{name: p})
+
+
+@pytest.mark.parametrize("factorised", [0, 2])
+def test_bypass_hands_the_decoder_the_latent_of_the_drawn_samples(factorised):
+    torch.manual_seed(2)
+    plain = ResidualVQ(4, 3, 8, dropout=False, codebook_dim=factorised)
+    plain(torch.randn(64, 4, 12))                                   # k-means init
+    bypassing = ResidualVQ(4, 3, 8, dropout=False, codebook_dim=factorised, bypass_p=0.5)
+    bypassing.load_state_dict(plain.state_dict())
+    x = torch.randn(64, 4, 12, requires_grad=True)
+    torch.manual_seed(3)
+    expected = plain(x)
+    torch.manual_seed(3)
+    got = bypassing(x)
+    torch.manual_seed(3)                    # the codebooks' own draws come first (none here), then this
+    drawn = torch.rand(64) < 0.5
+    assert 16 < int(drawn.sum()) < 48
+    torch.testing.assert_close(got.latent[drawn], x[drawn].detach())      # bypassed: the latent itself
+    torch.testing.assert_close(got.latent[~drawn], expected.latent[~drawn])
+    assert torch.equal(got.codes, expected.codes)                   # every sample is still quantised
+    torch.testing.assert_close(got.losses["commitment"], expected.losses["commitment"])
+    (grad,) = torch.autograd.grad(got.latent[drawn].sum(), x)
+    assert torch.equal(grad[drawn], torch.ones_like(grad[drawn])) and grad[~drawn].abs().sum() == 0
+
+
+def test_bypass_is_training_only_and_off_keeps_the_random_stream():
+    torch.manual_seed(2)
+    rvq = ResidualVQ(4, 3, 8, dropout=True, bypass_p=1.0)
+    x = torch.randn(6, 4, 12)
+    assert torch.equal(rvq(x).latent, x)                            # p = 1: every sample bypassed
+    rvq.eval()
+    assert torch.equal(rvq(x).latent, rvq.decode(rvq.encode(x)))    # eval never bypasses
+    old = ResidualVQ(4, 3, 8, dropout=True)                         # as built before bypass existed
+    old.load_state_dict(rvq.state_dict())
+    rvq.train()
+    rvq.bypass_p = 0.0
+    streams = []
+    for module in (rvq, old):
+        torch.manual_seed(9)
+        out = module(x)
+        streams.append((out.latent, torch.rand(3)))
+    assert torch.equal(streams[0][0], streams[1][0]) and torch.equal(streams[0][1], streams[1][1])
 
 
 def test_per_sample_dropout_masks_later_stages_per_sample():

@@ -19,6 +19,13 @@ split in every language and no test prompt is ever trained on. The 31 music
 tracks are too few for that: the tracks with the lowest hashes are held out
 instead (2 test, 1 valid).
 
+``--heldout`` also decodes the independent evaluation voices, which no recipe trains on:
+the Asterisk prompts in Italian (Carlo, a man) and Russian (IvrvoiceRU, a woman), the
+same G.722 at 16 kHz. Only their test-split prompts are decoded, with split "heldout",
+so neither their speakers nor their prompts are ever trained on (training reads
+"train" and "valid" only); ``awk -F, 'NR==1 || $7=="heldout"' data/manifest.csv`` lists
+them for ``codec bench --audio``.
+
 ``--assets codec/assets`` copies the example clips the package bundles (short
 test-split prompts, see ``EXAMPLES``) from a built corpus.
 
@@ -69,6 +76,7 @@ class Package:
     kind: str        # "speech" or "music"
     language: str    # "" for music
     pattern: str     # glob of its audio files inside the unpacked package
+    heldout: bool = False  # an independent evaluation voice: test-split prompts only, split "heldout"
 
 
 PACKAGES = {
@@ -76,7 +84,14 @@ PACKAGES = {
     "asterisk-core-sounds-es-g722": Package("speech", "es", "usr/share/asterisk/sounds/*/**/*.g722"),
     "asterisk-core-sounds-fr-g722": Package("speech", "fr", "usr/share/asterisk/sounds/*/**/*.g722"),
     "drascula-music": Package("music", "", "usr/share/scummvm/drascula/**/*.ogg"),
+    "asterisk-core-sounds-it-g722": Package("speech", "it", "usr/share/asterisk/sounds/*/**/*.g722",
+                                            heldout=True),
+    "asterisk-core-sounds-ru-g722": Package("speech", "ru", "usr/share/asterisk/sounds/*/**/*.g722",
+                                            heldout=True),
 }
+TRAINING_PACKAGES = sorted(name for name, spec in PACKAGES.items() if not spec.heldout)
+HELDOUT_PACKAGES = sorted(name for name, spec in PACKAGES.items() if spec.heldout)
+HELDOUT_SPLIT = "heldout"
 SKIPPED_FOLDERS = {"silence"}  # asterisk's silence/1 .. silence/9: no speech in them
 
 
@@ -207,6 +222,9 @@ def package_jobs(package: str, extracted: Path) -> list[Job]:
         splits = ranked_splits([name for _, name, _ in found])
     else:
         splits = {name: prompt_split(name) for _, name, _ in found}
+    if spec.heldout:  # unseen voice and unseen prompts: the test-split prompts alone
+        found = [f for f in found if splits[f[1]] == "test"]
+        splits = dict.fromkeys(splits, HELDOUT_SPLIT)
     return [Job(output, package, spec.kind, spec.language, splits[name], False, source=src)
             for src, name, output in found]
 
@@ -418,7 +436,7 @@ def summarize(rows: list[dict[str, str]]) -> str:
 
     for package in sorted({r["package"] for r in rows}):
         add(package, [r for r in rows if r["package"] == package])
-    for split in ("train", "valid", "test"):
+    for split in ("train", "valid", "test", HELDOUT_SPLIT):
         add(f"split {split}", [r for r in rows if r["split"] == split])
     add("total", rows)
     return "\n".join(lines)
@@ -427,8 +445,12 @@ def summarize(rows: list[dict[str, str]]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data"), help="corpus folder (default: data/)")
-    parser.add_argument("--packages", nargs="+", choices=sorted(PACKAGES), default=sorted(PACKAGES),
-                        metavar="PKG", help=f"subset of: {', '.join(sorted(PACKAGES))}")
+    parser.add_argument("--packages", nargs="+", choices=sorted(PACKAGES), default=TRAINING_PACKAGES,
+                        metavar="PKG", help=f"subset of: {', '.join(sorted(PACKAGES))} "
+                        f"(default: the training packages, {', '.join(TRAINING_PACKAGES)})")
+    parser.add_argument("--heldout", action="store_true",
+                        help=f"also the independent evaluation voices ({', '.join(HELDOUT_PACKAGES)}): "
+                        f"their test-split prompts, split '{HELDOUT_SPLIT}', never trained on")
     parser.add_argument("--espeak", type=int, default=0, metavar="N",
                         help="also synthesise N utterances with espeak-ng (synthetic=1)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
@@ -448,8 +470,9 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # clean up on `kill` as on Ctrl-C
+    packages = list(dict.fromkeys(args.packages + (HELDOUT_PACKAGES if args.heldout else [])))
     try:
-        rows = build_corpus(args.out, args.packages, args.espeak, args.limit, args.jobs, not args.quiet)
+        rows = build_corpus(args.out, packages, args.espeak, args.limit, args.jobs, not args.quiet)
         if args.assets is not None:
             make_assets(args.out, args.assets, rows)
     except (CorpusError, OSError) as err:
