@@ -22,8 +22,10 @@ instead (2 test, 1 valid).
 ``--heldout`` also decodes the independent evaluation voices, which no recipe trains on:
 the Asterisk prompts in Italian (Carlo, a man) and Russian (IvrvoiceRU, a woman), the
 same G.722 at 16 kHz. Only their test-split prompts are decoded, with split "heldout",
-so neither their speakers nor their prompts are ever trained on (training reads
-"train" and "valid" only); ``awk -F, 'NR==1 || $7=="heldout"' data/manifest.csv`` lists
+so neither their speakers nor their prompts are trained on by a run that reads this
+manifest (``data.root = "data"``, as every recipe does: it reads the "train" and "valid"
+splits only; a run pointed at a folder without a manifest splits by path hash and would
+train on them); ``awk -F, 'NR==1 || $7=="heldout"' data/manifest.csv`` lists
 them for ``codec bench --audio``.
 
 ``--assets codec/assets`` copies the example clips the package bundles (short
