@@ -13,7 +13,7 @@ space instead, so that its projections learn: the decoder's gradient reaches x t
 active stage's projections (as in DAC), and the residuals stay formed from detached vectors.
 
 Quantizer bypass (``bypass_p`` > 0, training only): that share of the samples, drawn per
-sample, hands the decoder the unquantised latent x instead of the quantized one, as Mimi
+sample over the global batch, hands the decoder the unquantised latent x instead of the quantized one, as Mimi
 (Moshi's codec) trains with 50%. Every sample is still quantised, so the codebooks, their
 EMA statistics and the commitment loss see the whole batch; only what the decoder gets
 changes, so the decoder also learns the continuous latent around the codebook vectors.
@@ -86,7 +86,9 @@ class ResidualVQ(nn.Module):
         if self.training and x.requires_grad and not self.factorised:   # eval: bit-identical to decode(encode(x))
             quantized = straight_through(x, quantized)
         if self.training and self.bypass_p > 0.0:     # drawn only when on: the random stream is kept otherwise
-            bypass = torch.rand(x.shape[0], device=x.device) < self.bypass_p
+            batch = x.shape[0]      # one draw over the global batch on rank 0, as for per-sample dropout
+            u = dist.broadcast_(torch.rand(batch * dist.world_size(), device=x.device))
+            bypass = u[dist.rank() * batch:(dist.rank() + 1) * batch] < self.bypass_p
             quantized = torch.where(bypass[:, None, None], x, quantized)
         n_mean = torch.tensor(float(n_q) if active is None else active.float().mean().item(), device=x.device)
         return BottleneckOutput(quantized, {"commitment": commitment}, torch.stack(codes, 1),

@@ -36,3 +36,26 @@ def ddp_rvq_worker(rank: int, world: int, init_file: str, out_dir: str, steps: i
     with open(f"{out_dir}/rank{rank}.json", "w") as f:
         json.dump({"used": used, "resets": resets}, f)
     dist.destroy_process_group()
+
+
+def ddp_bypass_worker(rank: int, world: int, init_file: str, out_dir: str, steps: int) -> None:
+    """One rank of a gloo run of an RVQ with quantizer bypass, every rank seeded alike and fed
+    the same data (so a local draw would be the same on every rank); saves which of its samples
+    were bypassed at each step."""
+    import json
+
+    import torch
+    import torch.distributed as dist
+
+    from codec.rvq import ResidualVQ
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(1000)                 # the same local random stream on every rank
+    rvq = ResidualVQ(4, 2, 8, dropout=False, bypass_p=0.5)
+    masks = []
+    for _ in range(steps):
+        x = torch.randn(8, 4, 6)
+        masks.append([bool(torch.equal(a, b)) for a, b in zip(rvq(x).latent, x)])
+    with open(f"{out_dir}/rank{rank}.json", "w") as f:
+        json.dump(masks, f)
+    dist.destroy_process_group()

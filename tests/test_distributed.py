@@ -6,7 +6,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from tests.helpers import ddp_rvq_worker
+from tests.helpers import ddp_bypass_worker, ddp_rvq_worker
 
 
 @pytest.mark.parametrize("per_sample", [False, True], ids=["dropout-per-batch", "dropout-per-sample"])
@@ -21,3 +21,14 @@ def test_codebooks_identical_on_both_ranks_after_several_steps(tmp_path, per_sam
     assert len(set(logs[0]["used"])) > 1, "dropout should have varied the number of codebooks"
     assert logs[0]["resets"] > 0, "the run should exercise dead-code replacement"
     assert all(bool(a[f"layers.{i}.codebook.initialized"]) for i in range(3))
+
+
+def test_bypass_is_drawn_over_the_global_batch(tmp_path):
+    """Ranks seeded alike still bypass different samples: rank 0 draws for the whole batch.
+    (Only rank 0 draws the k-means initialisation, so with local draws ranks 1 and 2 would
+    bypass the same positions at every step.)"""
+    mp.spawn(ddp_bypass_worker, args=(3, str(tmp_path / "init"), str(tmp_path), 4), nprocs=3, join=True)
+    masks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1, 2)]
+    assert masks[0] != masks[1] and masks[1] != masks[2] and masks[0] != masks[2]
+    flat = [m for rank in masks for step in rank for m in step]
+    assert 0.2 < sum(flat) / len(flat) < 0.8
