@@ -13,10 +13,10 @@ space instead, so that its projections learn: the decoder's gradient reaches x t
 active stage's projections (as in DAC), and the residuals stay formed from detached vectors.
 
 Quantizer bypass (``bypass_p`` > 0, training only): that share of the samples, drawn per
-sample over the global batch, hands the decoder the unquantised latent x instead of the quantized one, as Mimi
-(Moshi's codec) trains with 50%. Every sample is still quantised, so the codebooks, their
-EMA statistics and the commitment loss see the whole batch; only what the decoder gets
-changes, so the decoder also learns the continuous latent around the codebook vectors.
+sample over the global batch, hands the decoder the unquantised latent x instead of the
+quantized one, as Mimi (Moshi's codec) trains with 50%. Every sample is still quantised, so
+the codebooks, their EMA statistics and the commitment loss see the whole batch; only what
+the decoder gets changes, so it also learns the continuous latent around the codebook vectors.
 """
 from __future__ import annotations
 

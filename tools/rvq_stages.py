@@ -33,10 +33,10 @@ def stage_table(model, latents: list[torch.Tensor], codes: list[torch.Tensor]) -
 
     ``latents``: each clip's encoder output (1, D, F); ``codes``: its codes (1, n_q, F).
     """
-    latent, codes = torch.cat(latents, -1), torch.cat(codes, -1)          # (1, D, N), (1, n_q, N)
-    total, rows = latent.pow(2).sum().item(), []
-    for k in range(codes.shape[1]):
-        residual = latent - model.bottleneck.decode(codes[:, :k + 1])
+    residual, codes = torch.cat(latents, -1), torch.cat(codes, -1)        # (1, D, N), (1, n_q, N)
+    total, rows = residual.pow(2).sum().item(), []
+    for k, layer in enumerate(model.bottleneck.layers[:codes.shape[1]]):
+        residual = residual - layer.decode(codes[:, k])                   # what stages 1..k+1 leave
         counts = torch.bincount(codes[0, k], minlength=model.codebook_size).double()
         p = counts[counts > 0] / counts.sum()
         rows.append({"residual_db": 10 * math.log10(max(residual.pow(2).sum().item(), 1e-30) / total),
