@@ -225,15 +225,32 @@ class AudioDataset(Dataset):
                 eq = (math.exp(rng.uniform(low, high)), rng.uniform(-self.config.eq_db, self.config.eq_db))
         else:
             speed, need, start, gain_db, eq = 1.0, self.length, segment * self.length, 0.0, None
-        crop = self.read(clip_no, start, min(need, frames - start))  # (1, <= need)
         if speed != 1.0:
-            crop = change_speed(crop, speed)[:, :self.length]
+            crop = self._read_speed_changed(clip_no, start, need, speed)
+        else:
+            crop = self.read(clip_no, start, min(need, frames - start))  # (1, <= need)
         if eq is not None:
             crop = peaking_eq(crop, self.config.sample_rate, *eq)
         crop = F.pad(crop, (0, self.length - crop.shape[-1]))
         if gain_db:
             crop = crop * 10.0 ** (gain_db / 20.0)
         return crop.contiguous()
+
+    def _read_speed_changed(self, clip_no: int, start: int, need: int, speed: float) -> torch.Tensor:
+        """The ``need`` source samples from ``start`` at ``speed``, ``(1, <= length)``.
+
+        Reads up to ``SPEED_MARGIN`` samples more on each side where the clip has them, so that
+        the resampling filter sees real audio past the crop's ends instead of zeros (which made
+        them ring). The left margin is a whole number k of periods p of the ratio p/q: output
+        sample k * q is then exactly source sample ``start``.
+        """
+        ratio = speed_ratio(speed)
+        p, q = ratio.numerator, ratio.denominator
+        periods = min(-(-SPEED_MARGIN // p), start // p)
+        first = start - periods * p
+        last = min(self.clips[clip_no].frames, start + need + SPEED_MARGIN)
+        wide = change_speed(self.read(clip_no, first, last - first), speed)
+        return wide[:, periods * q:periods * q + self.length]
 
     def read(self, clip_no: int, start: int, length: int) -> torch.Tensor:
         """Samples ``[start, start + length)`` of a clip at the model's rate, ``(1, length)``."""
@@ -254,6 +271,12 @@ class AudioDataset(Dataset):
         return to_mono(window, self.config.channel)
 
 
+# Source samples read past each end of a speed-changed crop: more than the resampling filter's
+# reach (torchaudio's windowed sinc spans 6 zero crossings of the lower rate each side: at most
+# 13 source samples for the factors 0.5 to 2 allowed here).
+SPEED_MARGIN = 32
+
+
 def speed_ratio(factor: float) -> Fraction:
     """The fraction p/q (denominator at most 100) that ``change_speed`` really applies."""
     return Fraction(factor).limit_denominator(100)
@@ -263,7 +286,8 @@ def change_speed(wav: torch.Tensor, factor: float) -> torch.Tensor:
     """``wav`` played p/q = ``speed_ratio(factor)`` times faster: ``(..., T) -> (..., ceil(T * q / p))``.
 
     Band-limited resampling: the samples are read as if at rate p and written at rate q, so
-    pitch and formants rise by p/q. The ends ring a little (the filter sees zeros past them).
+    pitch and formants rise by p/q. The ends ring a little (the filter sees zeros past them):
+    training crops are cut from a wider window (``AudioDataset._read_speed_changed``).
     """
     ratio = speed_ratio(factor)
     return resample(wav, ratio.numerator, ratio.denominator)
