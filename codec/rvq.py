@@ -31,6 +31,11 @@ from codec.codebook import CodebookConfig
 from codec.vq import VectorQuantizer, straight_through
 
 
+def _rank_rows(drawn: torch.Tensor, batch: int) -> torch.Tensor:
+    """This rank's ``batch`` rows of a draw made on rank 0 for the global batch (ranks in order)."""
+    return drawn[dist.rank() * batch:(dist.rank() + 1) * batch]
+
+
 class ResidualVQ(nn.Module):
     def __init__(self, dim: int, n_q: int, size: int, cfg: CodebookConfig | None = None,
                  dropout: bool = True, dropout_per_sample: bool = False, codebook_dim: int = 0,
@@ -61,7 +66,7 @@ class ResidualVQ(nn.Module):
             drawn = torch.where(u < self.dropout_p, 1 + (u / self.dropout_p * n_q).long().clamp(max=n_q - 1),
                                 torch.full_like(u, n_q, dtype=torch.long))
         if self.dropout_per_sample:   # drawn for the global batch on rank 0: every rank runs the same stages
-            return drawn[dist.rank() * batch:(dist.rank() + 1) * batch]
+            return _rank_rows(drawn, batch)
         return drawn.expand(batch)
 
     def forward(self, x: torch.Tensor, n_q: int | None = None) -> BottleneckOutput:
@@ -88,7 +93,7 @@ class ResidualVQ(nn.Module):
         if self.training and self.bypass_p > 0.0:     # drawn only when on: the random stream is kept otherwise
             batch = x.shape[0]      # one draw over the global batch on rank 0, as for per-sample dropout
             u = dist.broadcast_(torch.rand(batch * dist.world_size(), device=x.device))
-            bypass = u[dist.rank() * batch:(dist.rank() + 1) * batch] < self.bypass_p
+            bypass = _rank_rows(u, batch) < self.bypass_p
             quantized = torch.where(bypass[:, None, None], x, quantized)
         n_mean = torch.tensor(float(n_q) if active is None else active.float().mean().item(), device=x.device)
         return BottleneckOutput(quantized, {"commitment": commitment}, torch.stack(codes, 1),
