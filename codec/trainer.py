@@ -252,11 +252,12 @@ class Trainer:
             total, terms = self.loss(batch, out.audio, out.losses, self.step)
             adversarial = self.disc is not None and self.step >= cfg.adversarial_start
             if adversarial:
-                # The generator's step needs D's gradient with respect to its input only: real
-                # features are fixed targets, and D's own weights get their gradients in D's step.
-                # The plain module (not the DDP wrapper): no gradient of D is reduced here.
-                with torch.no_grad():
-                    real = self.disc(batch)
+                # D sees the real batch once: its features are the generator's targets (detached
+                # in generator_losses) and its logits enter D's own loss after the generator's
+                # step, which leaves D's weights as they are. For the generator's output the
+                # generator needs D's gradient with respect to that input only: the plain
+                # module with its weights frozen, so no gradient of D is recorded or reduced.
+                real = self.disc_ddp(batch)
                 with frozen(self.disc):
                     fake = self.disc(out.audio)
                 adv, fm = generator_losses(real, fake, cfg.adversarial_loss)
@@ -269,8 +270,7 @@ class Trainer:
         self.opt.step()
         if adversarial:
             with amp:
-                d_loss = discriminator_loss(self.disc_ddp(batch), self.disc_ddp(out.audio.detach()),
-                                            cfg.adversarial_loss)
+                d_loss = discriminator_loss(real, self.disc_ddp(out.audio.detach()), cfg.adversarial_loss)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()

@@ -65,7 +65,7 @@ def test_runs_share_a_step_count_and_equal_a_straight_run(tmp_path):
     common = ["--set", "train.threads=1", "--set", "train.log_every=2", "--set", "train.warmup_steps=40",
               "--set", "train.valid_every=100000",
               "--set", "train.checkpoint_every=100000"]      # no untimed work: the count fits
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "train_together.py"), "--minutes", "0.5",
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "train_together.py"), "--minutes", "1",
                         "--probe-steps", "40", "--finish-seconds", "10", "--out", str(tmp_path / "together"),
                         f"a={SMOKE}", f"b={SMOKE}:model.bottleneck=vq", *common],
                        capture_output=True, text=True, cwd=ROOT, env=env)

@@ -75,6 +75,55 @@ def test_adversarial_training_resumes_exactly_and_trains_the_discriminator(tmp_p
     assert any(not torch.equal(first[k], disc["a"][k]) for k in keys if k in first)     # D learned from step 3 to 6
 
 
+def test_an_adversarial_step_runs_the_discriminator_on_real_audio_once_with_the_same_updates(tmp_path):
+    """Reference: the step with D(real) run twice (without gradient for the generator's targets,
+    then with it for D's loss), as it was. D's updates come after the generator's, which leaves D
+    as it is, so one pass serves both: the same weights, one D forward fewer."""
+    import copy
+    from codec.discriminator import discriminator_loss, generator_losses
+    from codec.trainer import Trainer, frozen
+    recipe = load_recipe(SMOKE, [ASSETS, "train.adversarial=true"])
+    trainer = Trainer(recipe, tmp_path / "run", progress=False)
+    batch = torch.stack([trainer.train_set[i] for i in range(4)])
+    trainer.model(batch)                                        # k-means initialisation out of the way
+    model, disc = copy.deepcopy(trainer.model), copy.deepcopy(trainer.disc)
+    opt, opt_d = copy.deepcopy(trainer.opt), copy.deepcopy(trainer.opt_d)
+    opt.param_groups[0]["params"] = list(model.parameters())    # the copies step the copied weights
+    opt_d.param_groups[0]["params"] = list(disc.parameters())
+    calls = []
+    trainer.disc.discriminators[0].register_forward_hook(lambda *args: calls.append(1))
+
+    torch.manual_seed(7)
+    trainer.train_step(batch)
+    assert len(calls) == 3                                      # real, fake for G, fake for D
+
+    torch.manual_seed(7)
+    cfg, weights = recipe.train, recipe.loss
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * lr_factor(0, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+    out = model(batch)
+    total, _ = trainer.loss(batch, out.audio, out.losses, 0)
+    with torch.no_grad():
+        real = disc(batch)
+    with frozen(disc):
+        fake = disc(out.audio)
+    adv, fm = generator_losses(real, fake, cfg.adversarial_loss)
+    total = total + weights.adversarial * adv + weights.feature_matching * fm
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    d_loss = discriminator_loss(disc(batch), disc(out.audio.detach()), cfg.adversarial_loss)
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    for mine, ref in ((trainer.model, model), (trainer.disc, disc)):
+        got, want = mine.state_dict(), ref.state_dict()
+        assert got.keys() == want.keys()
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_resume_is_required_to_reuse_an_output_folder(tmp_path):
     smoke(tmp_path / "a", "train.steps=2", "train.checkpoint_every=1")
     with pytest.raises(TrainingError, match="already holds checkpoints: pass --resume"):
@@ -116,11 +165,14 @@ def test_a_nan_loss_stops_with_a_clear_message_and_a_loadable_checkpoint(tmp_pat
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_on_cpu_agree_on_weights_and_codebooks(tmp_path):
+@pytest.mark.parametrize("adversarial", [False, True])
+def test_torchrun_two_processes_on_cpu_agree_on_weights_and_codebooks(tmp_path, adversarial):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29532" if adversarial else "29531",
            "-m", "codec", "train", str(SMOKE), "--out", str(tmp_path / "ddp"),
-           "--set", ASSETS, "--set", "train.steps=6", "--set", "train.checkpoint_every=3"]
+           "--set", ASSETS, "--set", "train.steps=6", "--set", "train.checkpoint_every=3",
+           "--set", f"train.adversarial={str(adversarial).lower()}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     prints = [r["rank_fingerprints"] for r in read_log(tmp_path / "ddp") if "rank_fingerprints" in r]
