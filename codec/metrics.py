@@ -22,7 +22,8 @@ benchmark and the training validation measure the same thing.
 
 ViSQOL's speech mode maps similarity to MOS with the package's bundled lattice model when
 ``ai-edge-litert`` is installed (``pip install 'visqol-python[lattice]'``, as C++ ViSQOL does by
-default) and with its polynomial mapping otherwise; :func:`metric_versions` says which.
+default) and with its polynomial mapping otherwise; :func:`metric_versions` says which. With
+``numba`` (``visqol-python[accel]``) its loops are compiled: the same scores, 10 to 100 times faster.
 """
 from __future__ import annotations
 

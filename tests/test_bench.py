@@ -182,6 +182,19 @@ def test_bench_writes_every_output(first_run, setup):
     assert json.loads((out / bench.MARKER).read_text())["bench_version"] == bench.BENCH_VERSION
 
 
+@pytest.mark.skipif("visqol" not in codec.metrics.available_metrics(), reason="visqol-python not installed")
+def test_visqol_without_numba_is_a_note_not_a_silent_slowdown(monkeypatch):
+    import visqol.numba_accel
+    notes = []
+    bench._note_slow_visqol(["pesq", "visqol"], notes)
+    assert notes == []                                  # the bench extra installs numba
+    monkeypatch.setattr(visqol.numba_accel, "has_numba", lambda: False)
+    bench._note_slow_visqol(["pesq"], notes)
+    assert notes == []                                  # no ViSQOL asked for: nothing to say
+    bench._note_slow_visqol(["pesq", "visqol"], notes)
+    assert notes == ["ViSQOL runs without numba, 10 to 100 times slower: pip install 'visqol-python[accel]'"]
+
+
 def test_rates_are_what_is_stored(first_run, setup, tmp_path):
     rows = {(r["clip"], r["system"]): r for r in first_run.rows}
     clip = sorted(setup["clips"].iterdir())[0]
