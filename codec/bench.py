@@ -450,7 +450,7 @@ def _note_slow_visqol(metrics: Sequence[str], notes: list[str]) -> None:
         return
     from visqol.numba_accel import has_numba
     if not has_numba():
-        notes.append("ViSQOL runs without numba, 10 to 100 times slower: pip install 'visqol-python[accel]'")
+        notes.append("ViSQOL runs without numba, 10 to 20 times slower: pip install 'visqol-python[accel]'")
 
 
 def _tasks(clips: list[Clip], systems: list[System], out: Path, metrics: list[str]) -> list[Task]:

@@ -239,10 +239,11 @@ class AudioDataset(Dataset):
     def _read_speed_changed(self, clip_no: int, start: int, need: int, speed: float) -> torch.Tensor:
         """The ``need`` source samples from ``start`` at ``speed``, ``(1, <= length)``.
 
-        Reads up to ``SPEED_MARGIN`` samples more on each side where the clip has them, so that
-        the resampling filter sees real audio past the crop's ends instead of zeros (which made
-        them ring). The left margin is a whole number k of periods p of the ratio p/q: output
-        sample k * q is then exactly source sample ``start``.
+        Reads more samples on each side where the clip has them, so that the resampling filter
+        sees real audio past the crop's ends instead of zeros (which made them ring): up to
+        ``SPEED_MARGIN`` on the right; on the left a whole number k of periods p of the ratio p/q
+        (output sample k * q is then exactly source sample ``start``): ``SPEED_MARGIN`` rounded
+        up to whole periods, fewer where the clip begins sooner, none when ``start`` < p.
         """
         ratio = speed_ratio(speed)
         p, q = ratio.numerator, ratio.denominator

@@ -254,9 +254,11 @@ class Trainer:
             if adversarial:
                 # D sees the real batch once: its features are the generator's targets (detached
                 # in generator_losses) and its logits enter D's own loss after the generator's
-                # step, which leaves D's weights as they are. For the generator's output the
-                # generator needs D's gradient with respect to that input only: the plain
-                # module with its weights frozen, so no gradient of D is recorded or reduced.
+                # step, which leaves D's weights as they are (its graph on the real batch is kept
+                # until then: one D forward fewer for the memory of its activations). For the
+                # generator's output the generator needs D's gradient with respect to that input
+                # only: the plain module with its weights frozen, so no gradient of D is recorded
+                # or reduced.
                 real = self.disc_ddp(batch)
                 with frozen(self.disc):
                     fake = self.disc(out.audio)
@@ -328,8 +330,14 @@ class Trainer:
         return TrainResult(self.step, self.finish(), interrupted=False)
 
     def check_ranks_agree(self) -> list[str]:
-        """Fingerprints of every rank's weights and buffers (EMA sums included); a TrainingError if they differ."""
-        fp = self.model.full_fingerprint()
+        """Fingerprints of every rank's weights and buffers (EMA sums included; the discriminator's
+        too, whose gradients its own DDP wrapper reduces); a TrainingError if they differ."""
+        from codec.checkpoint import state_fingerprint
+        state = self.model.state_dict()
+        if self.disc is not None:
+            state = {**{f"model.{k}": v for k, v in state.items()},
+                     **{f"disc.{k}": v for k, v in self.disc.state_dict().items()}}
+        fp = state_fingerprint(state)
         mine = torch.tensor([int(fp[:15], 16)], dtype=torch.int64, device=self.device)
         every = [mine]
         if dist.is_distributed():
