@@ -228,6 +228,6 @@ class Codec(nn.Module):
     def full_fingerprint(self) -> str:
         """Digest of every weight and buffer, training-only ones included: what ``fingerprint``
         was before inference-only files existed (token files written then carry it), and what
-        DDP ranks compare."""
+        DDP ranks compare (with the discriminator's weights, when training has one)."""
         from codec.checkpoint import state_fingerprint
         return state_fingerprint(self.state_dict())
