@@ -49,7 +49,7 @@ from codec.metrics import METRICS, available_metrics, compute_metrics, metric_ve
 from codec.model import Codec, CodecConfig
 from codec.tokenfile import FORMAT_VERSION as TOKEN_FORMAT_VERSION, encode_token_bytes
 
-BENCH_VERSION = 1                  # bump when a change makes cached results stale
+BENCH_VERSION = 2                  # bump when a change makes cached results stale (2: STOI NaN on short clips)
 DEFAULT_OPUS_KBPS = (6.0, 8.0, 12.0, 16.0, 24.0)
 DEFAULT_CODEC2_MODES = ("700C", "1600", "3200")
 MARKER = "bench.json"              # written into every output folder: marks it as a benchmark's

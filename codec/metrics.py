@@ -2,7 +2,7 @@
 
 Every function takes 1-D float arrays ``ref`` and ``est`` of the same length at ``sample_rate``
 (mono; the benchmark downmixes first) and returns a float, NaN when the metric is undefined
-for the input (PESQ finds no speech in silence, for instance).
+for the input (PESQ finds no speech in silence, STOI needs about 0.4 s of speech, for instance).
 
 =========  ====================================================  ==========  =============
 name       what                                                  better      needs
@@ -33,6 +33,7 @@ import importlib
 import importlib.metadata
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,11 +150,22 @@ def pesq_wideband(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
 
 
 def stoi_score(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
-    """Short-time objective intelligibility in [0, 1] (pystoi resamples to 10 kHz itself)."""
+    """Short-time objective intelligibility in [0, 1] (pystoi resamples to 10 kHz itself).
+
+    NaN where STOI is undefined: fewer than 30 frames of 25.6 ms (about 0.4 s) of the reference
+    left after its silent frames are dropped. pystoi warns and returns 1e-5 there, a score that
+    would sink any mean it entered."""
     from pystoi import stoi
 
     ref, est = _check_pair(ref, est)
-    return float(stoi(ref, est, sample_rate, extended=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score = float(stoi(ref, est, sample_rate, extended=False))
+    for warning in caught:
+        if str(warning.message).startswith("Not enough STFT frames"):
+            return math.nan
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return score
 
 
 @functools.cache

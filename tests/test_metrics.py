@@ -97,6 +97,16 @@ def test_pesq_cannot_score_silence(speech):
     assert math.isnan(pesq_wideband(x, silence, sr))           # a codec that decodes to silence
 
 
+def test_stoi_is_undefined_on_too_little_speech(speech):
+    pytest.importorskip("pystoi")
+    from codec.metrics import stoi_score
+    x, sr = speech
+    short = x[: int(0.3 * sr)].copy()                          # under 30 STOI frames of 25.6 ms
+    assert math.isnan(stoi_score(short, short, sr))           # pystoi itself returns 1e-5
+    longer = x[: int(1.5 * sr)].copy()
+    assert stoi_score(longer, longer, sr) > 0.9999
+
+
 def test_bad_inputs_are_refused(speech):
     x, sr = speech
     with pytest.raises(ValueError, match="unknown metrics"):
