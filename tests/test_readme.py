@@ -55,7 +55,7 @@ def test_the_readme_benchmark_tables_are_the_published_summaries():
     section = README.split("## Benchmark", 1)[1].split("\n## ", 1)[0]
     tables = readme_tables(section)
     assert len(tables["docs/bench/summary.md"]) >= 10
-    assert len(tables.get("docs/bench/heldout_itru/summary.md", {})) >= 10
+    assert len(tables.get("docs/bench/stage1_fr/summary.md", {})) >= 10
     for source, readme in tables.items():
         summary = table_rows((ROOT / source).read_text())
         for key, cells in readme.items():
