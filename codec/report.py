@@ -134,7 +134,8 @@ def _table(summary: list[dict], metrics: Sequence[str]) -> tuple[list[str], list
 def _method_lines(metrics: Sequence[str], notes: Sequence[str]) -> list[str]:
     versions = metric_versions()
     lines = ["Means over clips ± 95% confidence half-width (Student t); (n=k): the metric is defined on "
-             "only k clips (PESQ cannot score silence). Actual kbps: bytes stored "
+             "only k clips (PESQ cannot score silence, STOI needs about 0.4 s of speech, ViSQOL a clip long "
+             "enough for its patches). Actual kbps: bytes stored "
              "(token file, Ogg Opus file, Codec2 file) × 8 / duration; AE: float width; VAE: KL rate "
              "(see docs/benchmark.md).",
              "Metrics: " + "; ".join(f"{METRICS[m].label}: {versions[m]}" for m in metrics) + "."]

@@ -1,5 +1,5 @@
 """The bundled models: each is its recipe's architecture, carries what decoding and entropy
-coding need, fits the size limit, and is trained (it reconstructs an unseen speaker far better
+coding need, fits the size limit, and is trained (it reconstructs an unseen prompt far better
 than the same architecture freshly initialised)."""
 from pathlib import Path
 

@@ -68,3 +68,17 @@ def test_readme_tables_follow_the_summary_named_before_them():
     text = ("intro\n| a | b | 1 |\nsee docs/bench/other/summary.md here\n| a | b | 2 |\n| c | d | 3 |\n")
     assert readme_tables(text) == {"docs/bench/summary.md": {("a", "b"): ["1"]},
                                    "docs/bench/other/summary.md": {("a", "b"): ["2"], ("c", "d"): ["3"]}}
+
+
+def test_command_line_synopsis_names_real_subcommands_and_options():
+    import argparse
+
+    from codec.cli import build_parser
+    synopsis = README.split("## Command line", 1)[1].split("```", 2)[1].strip().splitlines()
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {line.split()[1] for line in synopsis if line.startswith("codec ")} == set(subparsers.choices)
+    for line in synopsis:
+        assert line.startswith("codec "), line
+        options = subparsers.choices[line.split()[1]]._option_string_actions
+        for flag in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", line):
+            assert flag in options, (line, flag)

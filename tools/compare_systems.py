@@ -1,6 +1,6 @@
 """Clip-by-clip comparison of two systems of one benchmark run: paired differences A − B.
 
-    python tools/compare_systems.py bench_out/heldout_fr/results.csv speech16k-nq1 speech16k_vq-nq1
+    python tools/compare_systems.py bench_out/heldout_itru/results.csv speech16k-nq1 speech16k_vq-nq1
 
 For each metric, the mean over the clips both systems were scored on of (A − B), with its 95%
 Student-t half-width, and which system the difference favours (a tie when the interval holds

@@ -1,6 +1,6 @@
 """What each codebook of an RVQ model carries: the latent's residual energy after every stage.
 
-    python tools/rvq_stages.py speech16k --audio data/heldout_fr_test.csv
+    python tools/rvq_stages.py speech16k --audio data/heldout_itru.csv
 
 Encodes the clips (a folder, a manifest CSV or one file, as ``codec bench --audio`` takes
 them), then quantises the encoder's latent stage by stage and prints, for each stage, the

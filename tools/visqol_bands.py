@@ -1,6 +1,6 @@
 """Where in frequency ViSQOL finds the differences: per-band similarity of systems of a benchmark run.
 
-    python tools/visqol_bands.py bench_out/heldout_fr speech16k-nq12 opus-6kbps codec2-3200
+    python tools/visqol_bands.py bench_out/heldout_itru speech16k-nq12 opus-6kbps codec2-3200
 
 ViSQOL (speech mode) compares gammatone spectrograms band by band with NSIM and maps the
 per-band similarities (``fvnsim``) to a MOS with a model that weighs the bands unequally. Two
