@@ -158,14 +158,14 @@ def stoi_score(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
     from pystoi import stoi
 
     ref, est = _check_pair(ref, est)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        score = float(stoi(ref, est, sample_rate, extended=False))
-    for warning in caught:
-        if str(warning.message).startswith("Not enough STFT frames"):
-            return math.nan
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return score
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "Not enough STFT frames", RuntimeWarning)
+        try:
+            return float(stoi(ref, est, sample_rate, extended=False))
+        except RuntimeWarning as warning:           # only this one, unless warnings are errors
+            if str(warning).startswith("Not enough STFT frames"):
+                return math.nan
+            raise
 
 
 @functools.cache
