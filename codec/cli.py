@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from codec.api import decode_file, encode_file, read_header
+from codec.bench import positive_int
 from codec.runtime import keep_freed_memory
 
 PROG = "codec"
@@ -36,13 +37,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------------------- arguments
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value > 0):
@@ -50,8 +44,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-_positive_int.__name__ = "positive integer"      # argparse names the type in its messages
-_positive_float.__name__ = "positive number"
+_positive_float.__name__ = "positive number"      # argparse names the type in its messages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT_TOKENS", help="token file to write (suggested suffix .rvqt)")
     p.add_argument("--model", default="speech16k", help="bundled model name or model path (default: %(default)s)")
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--n-q", type=_positive_int, help="codebooks to use (default: all)")
+    rate.add_argument("--n-q", type=positive_int, help="codebooks to use (default: all)")
     rate.add_argument("--kbps", type=_positive_float,
                       help="use the most codebooks whose nominal bitrate per channel fits")
     p.add_argument("--force", action="store_true", help="overwrite OUT_TOKENS if it exists")
