@@ -149,6 +149,9 @@ def pesq_wideband(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
         return math.nan
 
 
+_STOI_TOO_SHORT = "Not enough STFT frames"     # the start of pystoi's warning before it returns 1e-5
+
+
 def stoi_score(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
     """Short-time objective intelligibility in [0, 1] (pystoi resamples to 10 kHz itself).
 
@@ -159,11 +162,11 @@ def stoi_score(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
 
     ref, est = _check_pair(ref, est)
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", "Not enough STFT frames", RuntimeWarning)
+        warnings.filterwarnings("error", _STOI_TOO_SHORT, RuntimeWarning)
         try:
             return float(stoi(ref, est, sample_rate, extended=False))
         except RuntimeWarning as warning:           # only this one, unless warnings are errors
-            if str(warning).startswith("Not enough STFT frames"):
+            if str(warning).startswith(_STOI_TOO_SHORT):
                 return math.nan
             raise
 
