@@ -20,6 +20,7 @@ from pathlib import Path
 
 from codec.api import decode_file, encode_file, read_header
 from codec.bench import positive_int
+from codec.distributed import exit_process
 from codec.runtime import keep_freed_memory
 
 PROG = "codec"
@@ -192,7 +193,16 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (the console script exits with it)."""
+    """Run the command line; returns the exit code (the console script exits with it).
+
+    A rank of a distributed ``codec train`` exits here instead, output flushed, without
+    interpreter finalisation (see :func:`codec.distributed.shut_down`)."""
+    code = _main(argv)
+    exit_process(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     keep_freed_memory()
     try:
         args = build_parser().parse_args(argv)

@@ -6,8 +6,13 @@ quantizer dropout) is made on rank 0 and broadcast.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 import torch.distributed as dist
+
+_backend_threads_left = False
 
 
 def is_distributed() -> bool:
@@ -41,3 +46,31 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def shut_down() -> None:
+    """Destroy the default process group, if any (every rank calls it once its job is over).
+
+    With torch 2.14 a process group that DistributedDataParallel has wrapped is never freed:
+    after ``destroy_process_group`` and a garbage collection its gloo threads (pt_gloo_runloop,
+    gloo_tcp_loop) still run, and tearing them down while the interpreter finalises can abort a
+    run that succeeded (SIGABRT, "terminate called without an active exception"). The process
+    is marked so that :func:`exit_process` ends it without that teardown.
+    """
+    global _backend_threads_left
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        _backend_threads_left = True
+
+
+def exit_process(code: int) -> None:
+    """In a process that ran a distributed job (:func:`shut_down`), flush stdout and stderr and
+    exit at once with ``code``, skipping interpreter finalisation; elsewhere, do nothing."""
+    if not _backend_threads_left:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):       # a closed or broken stream: nothing more to save
+            pass
+    os._exit(code)

@@ -388,5 +388,4 @@ def train_from_recipe(recipe_path, out_dir=None, resume: bool = False, overrides
     try:
         return trainer.fit(until)
     finally:
-        if dist.is_distributed():
-            torch_dist.destroy_process_group()
+        dist.shut_down()

@@ -1,5 +1,9 @@
-"""Two-process DDP on CPU (gloo): codebook statistics stay identical on every rank."""
+"""Two-process DDP on CPU (gloo): codebook statistics stay identical on every rank; a rank
+that ran a distributed job exits with its output flushed and without interpreter finalisation."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -32,3 +36,29 @@ def test_bypass_is_drawn_over_the_global_batch(tmp_path):
     assert masks[0] != masks[1] and masks[1] != masks[2] and masks[0] != masks[2]
     flat = [m for rank in masks for step in rank for m in step]
     assert 0.2 < sum(flat) / len(flat) < 0.8
+
+
+EXIT_SCRIPT = """
+import atexit, sys
+from codec import distributed
+atexit.register(lambda: print("finalised", file=sys.stderr, flush=True))
+distributed.exit_process(5)                 # not after a distributed job: a no-op
+if sys.argv[1] == "after-job":
+    distributed._backend_threads_left = True    # what shut_down() marks
+print("buffered out", end="")
+sys.stderr.write("buffered err")
+distributed.exit_process(3)
+sys.exit(7)
+"""
+
+
+@pytest.mark.parametrize("case", ["after-job", "no-job"])
+def test_exit_process_flushes_and_skips_finalisation_only_after_a_distributed_job(case):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}     # buffered, as usual
+    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, case], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.stdout == "buffered out"
+    if case == "after-job":
+        assert (proc.returncode, proc.stderr) == (3, "buffered err")
+    else:
+        assert (proc.returncode, proc.stderr) == (7, "buffered errfinalised\n")

@@ -167,7 +167,8 @@ def test_a_nan_loss_stops_with_a_clear_message_and_a_loadable_checkpoint(tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("adversarial", [False, True])
 def test_torchrun_two_processes_on_cpu_agree_on_weights_and_codebooks(tmp_path, adversarial):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}      # stdout buffered, as usual
+    env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", "29532" if adversarial else "29531",
            "-m", "codec", "train", str(SMOKE), "--out", str(tmp_path / "ddp"),
@@ -175,6 +176,7 @@ def test_torchrun_two_processes_on_cpu_agree_on_weights_and_codebooks(tmp_path, 
            "--set", f"train.adversarial={str(adversarial).lower()}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trained 6 steps; model written to" in proc.stdout       # flushed before the ranks' hard exit
     prints = [r["rank_fingerprints"] for r in read_log(tmp_path / "ddp") if "rank_fingerprints" in r]
     assert len(prints) == 1 and len(prints[0]) == 2 and prints[0][0] == prints[0][1]
     assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
