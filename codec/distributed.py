@@ -49,7 +49,8 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
 
 
 def shut_down() -> None:
-    """Destroy the default process group, if any (every rank calls it once its job is over).
+    """Destroy the default process group of a job of several ranks (every rank calls it once
+    the job is over); a no-op in a single process.
 
     With torch 2.14 a process group that DistributedDataParallel has wrapped is never freed:
     after ``destroy_process_group`` and a garbage collection its gloo threads (pt_gloo_runloop,
@@ -58,7 +59,7 @@ def shut_down() -> None:
     is marked so that :func:`exit_process` ends it without that teardown.
     """
     global _backend_threads_left
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.destroy_process_group()
         _backend_threads_left = True
 
