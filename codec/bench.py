@@ -95,6 +95,7 @@ class BenchConfig:
     kind: str = "auto"                                  # "auto", "speech" or "music"
     split: str | None = None                            # manifest split to keep ("test"); None: all
     metrics: Sequence[str] | None = None                # default: every available metric
+    visqol_level: float | None = None                   # dBov active level to score ViSQOL at; None: as recorded
     force: bool = False                                 # use a non-empty folder that is not a benchmark's
     progress: bool = True
 
@@ -340,6 +341,7 @@ class Task:
     system: System
     out: str
     metrics: tuple[str, ...]
+    visqol_level: float | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -352,8 +354,11 @@ class Task:
     def key(self) -> dict:
         """What the cached result depends on: a result with another key is computed again."""
         versions = metric_versions()
-        return {"bench": BENCH_VERSION, "clip": self.clip.digest, "system": dataclasses.asdict(self.system),
-                "metrics": {name: versions[name] for name in self.metrics}}
+        key = {"bench": BENCH_VERSION, "clip": self.clip.digest, "system": dataclasses.asdict(self.system),
+               "metrics": {name: versions[name] for name in self.metrics}}
+        if self.visqol_level is not None and "visqol" in self.metrics:   # absent: results cached before the option
+            key["visqol_level_dbov"] = self.visqol_level
+        return key
 
 
 def _clean(value):
@@ -383,7 +388,7 @@ def evaluate(task: Task) -> dict:
     runner = run_model if system.model is not None else run_classic
     decoded = runner(system, ref, sample_rate)
     try:
-        scores = compute_metrics(ref, decoded.audio, sample_rate, clip.kind, task.metrics)
+        scores = compute_metrics(ref, decoded.audio, sample_rate, clip.kind, task.metrics, task.visqol_level)
     except (ValueError, IndexError, RuntimeError) as err:   # a metric package failing on this clip
         raise BenchError(f"{clip.path}, {system.id}: a metric failed: {type(err).__name__}: {err}") from None
     save_audio(Path(task.out) / task.audio_rel, torch.as_tensor(decoded.audio).float(), sample_rate)
@@ -422,7 +427,8 @@ def _write_marker(out: Path, config: BenchConfig, clips: list[Clip], systems: li
     versions = metric_versions()
     info = {"bench_version": BENCH_VERSION, "audio": str(config.audio), "models": list(config.models),
             "clips": [c.id for c in clips], "systems": [s.id for s in systems],
-            "metrics": {m: versions[m] for m in metrics}, "notes": notes}
+            "metrics": {m: versions[m] for m in metrics}, "visqol_level_dbov": config.visqol_level,
+            "notes": notes}
     text = json.dumps(info, indent=1)
     atomic_write(out / MARKER, lambda tmp: Path(tmp).write_text(text))
 
@@ -453,8 +459,9 @@ def _note_slow_visqol(metrics: Sequence[str], notes: list[str]) -> None:
         notes.append("ViSQOL runs without numba, 10 to 20 times slower: pip install 'visqol-python[accel]'")
 
 
-def _tasks(clips: list[Clip], systems: list[System], out: Path, metrics: list[str]) -> list[Task]:
-    return [Task(clip, system, str(out), tuple(metrics)) for clip in clips for system in systems
+def _tasks(clips: list[Clip], systems: list[System], out: Path, metrics: list[str],
+           visqol_level: float | None = None) -> list[Task]:
+    return [Task(clip, system, str(out), tuple(metrics), visqol_level) for clip in clips for system in systems
             if clip.kind == "speech" or not system.speech_only]
 
 
@@ -489,6 +496,12 @@ def run_bench(config: BenchConfig) -> BenchResult:
     _MODELS.clear()                          # models may have changed on disk since an earlier run
     metrics = _check_metrics(config.metrics, notes)
     _note_slow_visqol(metrics, notes)
+    if config.visqol_level is not None:
+        if not -80 <= config.visqol_level <= 0:
+            raise BenchError(f"--visqol-level is an active speech level in dBov, from -80 to 0, got {config.visqol_level:g}")
+        if "visqol" in metrics:
+            notes.append(f"ViSQOL scored with each reference and its decoded audio scaled together to "
+                         f"{config.visqol_level:g} dBov active speech level (ITU-T P.56 method B)")
     clips = find_clips(config.audio, config.kind, config.max_clips, config.split)
     systems = all_systems(config.models, config.opus_kbps, config.codec2_modes, notes)
     if not systems:
@@ -500,7 +513,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
     _prepare_out(out, config.force)
     _write_marker(out, config, clips, systems, metrics, notes)
     _save_references(clips, out)
-    tasks = _tasks(clips, systems, out, metrics)
+    tasks = _tasks(clips, systems, out, metrics, config.visqol_level)
     cached = {task: cached_row(task) for task in tasks}
     todo = [task for task, row in cached.items() if row is None]
     if config.progress:
@@ -575,6 +588,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="with a manifest: only the clips of this split (e.g. test)")
     parser.add_argument("--metrics", type=_metric_list, metavar="NAME,...",
                         help=f"metrics to compute (default: every installed one of {','.join(METRICS)})")
+    parser.add_argument("--visqol-level", type=float, metavar="DBOV",
+                        help="score ViSQOL with each reference and its decoded audio scaled together to this "
+                             "active speech level, e.g. -26 (default: as recorded; ViSQOL's scores depend on it)")
     parser.add_argument("--force", action="store_true", help="write into a non-empty folder that is not a benchmark's")
 
 
@@ -582,7 +598,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``codec bench`` from parsed arguments; returns the exit code. Errors: one line on stderr."""
     config = BenchConfig(audio=args.audio, out=args.out, models=args.models, opus_kbps=args.opus,
                          codec2_modes=args.codec2, jobs=args.jobs, max_clips=args.max_clips, kind=args.kind,
-                         split=args.split, metrics=args.metrics, force=args.force,
+                         split=args.split, metrics=args.metrics, visqol_level=args.visqol_level, force=args.force,
                          progress=not getattr(args, "quiet", False))
     try:
         result = run_bench(config)

@@ -24,7 +24,9 @@ ViSQOL's speech mode maps similarity to MOS with the package's bundled lattice m
 ``ai-edge-litert`` is installed (``pip install 'visqol-python[lattice]'``, as C++ ViSQOL does by
 default) and with its polynomial mapping otherwise; :func:`metric_versions` says which. With
 ``numba`` (``visqol-python[accel]``) its loops are compiled: the same scores, 11 to 22 times faster
-on clips of 6 to 22 s.
+on clips of 6 to 22 s. ViSQOL's score depends on how loud the pair is (it floors its spectrograms
+at an absolute -45 dB); ``visqol_score(..., level_dbov=-26)`` scores both at one set active
+speech level (:func:`active_speech_level_dbov`, ITU-T P.56).
 """
 from __future__ import annotations
 
@@ -186,15 +188,28 @@ def visqol_api(mode: str):
 VISQOL_RATES = {"speech": 16000, "audio": 48000}
 
 
-def visqol_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str = "speech") -> float:
+def visqol_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str = "speech",
+                 level_dbov: float | None = None) -> float:
     """ViSQOL MOS-LQO: mode "speech" at 16 kHz or "audio" at 48 kHz (signals resampled to it).
 
+    ViSQOL floors its spectrograms at an absolute -45 dB, so its score depends on how loud the
+    pair is, not only on how they differ. ``level_dbov`` scales both signals by one gain that
+    puts the reference's active speech level (:func:`active_speech_level_dbov`) there, e.g. -26,
+    the level ITU-T test material is set to; None scores them as they are.
+
     NaN for a clip too short to hold one of ViSQOL's comparison patches (visqol-python fails
-    with IndexError on e.g. 0.38 s of speech); averages leave NaN out and report the count.
+    with IndexError on e.g. 0.38 s of speech), or with ``level_dbov`` a silent reference;
+    averages leave NaN out and report the count.
     """
     if mode not in VISQOL_RATES:
         raise ValueError(f"ViSQOL mode must be one of {tuple(VISQOL_RATES)}, got {mode!r}")
     ref, est = _check_pair(ref, est)
+    if level_dbov is not None:
+        level = active_speech_level_dbov(ref, sample_rate)
+        if not math.isfinite(level):
+            return math.nan
+        gain = 10 ** ((level_dbov - level) / 20)
+        ref, est = ref * gain, est * gain
     rate = VISQOL_RATES[mode]
     try:
         result = visqol_api(mode).measure_from_arrays(resample_array(ref, sample_rate, rate),
@@ -202,6 +217,47 @@ def visqol_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str =
     except IndexError:
         return float("nan")
     return float(result.moslqo)
+
+
+def active_speech_level_dbov(x: np.ndarray, sample_rate: int) -> float:
+    """Active speech level in dBov (0 dBov: a full-scale square wave, mean square 1), by ITU-T
+    P.56 method B; NaN for a signal with no activity (silence).
+
+    The envelope is |x| smoothed twice by a one-pole filter of 0.03 s; a sample counts as active
+    at threshold c while the envelope is at least c or was within the last 0.2 s (hangover).
+    For each of the thresholds c = 2^-k (k = 0..15, dBov 0 down to -90), the active level is the
+    signal's energy over its active samples; the level sought is where that active level stands
+    15.9 dB above the threshold, interpolated in dB between the two thresholds around it. NaN
+    also for a signal under about -74 dBov, where even the lowest threshold is within 15.9 dB."""
+    from scipy.signal import lfilter
+
+    x = np.asarray(x, dtype=np.float64)
+    energy = float(np.dot(x, x))
+    if x.size == 0 or energy == 0.0:
+        return math.nan
+    g = math.exp(-1.0 / (sample_rate * 0.03))
+    envelope = lfilter([1 - g], [1, -g], lfilter([1 - g], [1, -g], np.abs(x)))
+    hangover = math.ceil(0.2 * sample_rate)
+    index = np.arange(x.size)
+    thresholds = 2.0 ** -np.arange(15, -1, -1)                      # lowest first, dBov -90 .. 0
+    active = np.empty(thresholds.size)
+    for j, c in enumerate(thresholds):
+        above = envelope >= c
+        last = np.maximum.accumulate(np.where(above, index, -hangover - 1))
+        active[j] = np.count_nonzero(index - last <= hangover)
+    measured = active > 0                     # a prefix: activity only shrinks as c rises
+    if not measured.any():                    # never reaches the lowest threshold, -90 dBov
+        return math.nan
+    level = 10 * np.log10(energy / active[measured])                # active level at each threshold
+    excess = level - 20 * np.log10(thresholds[measured]) - 15.9     # falls as the threshold rises
+    if excess[0] <= 0:                                              # under about -74 dBov
+        return math.nan
+    crossing = np.flatnonzero(excess <= 0)
+    if crossing.size == 0:                    # still above the margin where activity runs out
+        return float(level[-1])
+    j = int(crossing[0])
+    t = excess[j - 1] / (excess[j - 1] - excess[j])
+    return float(level[j - 1] + t * (level[j] - level[j - 1]))
 
 
 def si_sdr_db(ref: np.ndarray, est: np.ndarray) -> float:
@@ -236,11 +292,13 @@ def stft_distance(ref: np.ndarray, est: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------- all at once
 def compute_metrics(ref: np.ndarray, est: np.ndarray, sample_rate: int, kind: str = "speech",
-                    names: list[str] | tuple[str, ...] | None = None) -> dict[str, float]:
+                    names: list[str] | tuple[str, ...] | None = None,
+                    visqol_level: float | None = None) -> dict[str, float]:
     """The metrics ``names`` (default: every available one) that apply to ``kind``.
 
     ref, est: (T,) float arrays at sample_rate  ->  {name: value}; speech-only metrics are
-    left out for music, and ViSQOL runs in speech mode for speech and audio mode for music.
+    left out for music, and ViSQOL runs in speech mode for speech and audio mode for music, at
+    ``visqol_level`` dBov active level when given (see :func:`visqol_score`).
     """
     names = available_metrics() if names is None else list(names)
     unknown = [n for n in names if n not in METRICS]
@@ -249,7 +307,8 @@ def compute_metrics(ref: np.ndarray, est: np.ndarray, sample_rate: int, kind: st
     compute = {
         "pesq": lambda: pesq_wideband(ref, est, sample_rate),
         "stoi": lambda: stoi_score(ref, est, sample_rate),
-        "visqol": lambda: visqol_score(ref, est, sample_rate, "speech" if kind == "speech" else "audio"),
+        "visqol": lambda: visqol_score(ref, est, sample_rate, "speech" if kind == "speech" else "audio",
+                                       visqol_level),
         "si_sdr": lambda: si_sdr_db(ref, est),
         "log_mel": lambda: log_mel_distance(ref, est, sample_rate),
         "mrstft": lambda: stft_distance(ref, est),

@@ -298,3 +298,33 @@ def test_add_arguments_registers_on_a_subparser(setup, tmp_path):
     assert bench.run(args) == 0
     rows = _read_csv(tmp_path / "o" / "results.csv")
     assert len(rows) == 1 and rows[0]["pesq"] == "" and rows[0]["si_sdr"] != ""
+
+
+def test_visqol_at_a_set_level_is_its_own_result_and_is_recorded(setup, tmp_path, capsys):
+    pytest.importorskip("visqol")
+    out = tmp_path / "level"
+    config = dict(opus_kbps=[], codec2_modes=[], metrics=["visqol"])
+    ae = [setup["models"]["ae"]]
+
+    def run(level):
+        return bench.run_bench(bench.BenchConfig(audio=setup["clips"], out=out, models=ae, progress=False,
+                                                 visqol_level=level, **config))
+
+    plain = run(None)
+    assert plain.computed == 2 and not any("dBov" in n for n in plain.notes)
+    leveled = run(-26.0)
+    assert leveled.computed == 2                                  # not the cached scores at the recorded level
+    assert json.loads((out / bench.MARKER).read_text())["visqol_level_dbov"] == -26.0
+    assert any("-26 dBov active speech level" in n for n in leveled.notes)
+    assert run(-26.0).cached == 2 and run(None).computed == 2
+    for row in leveled.rows:                                      # the decoded audio scored at that level
+        ref, sr = sf.read(str(out / report.audio_path(row["clip"], report.REFERENCE)))
+        est, _ = sf.read(str(out / row["audio"]))
+        expected = codec.metrics.visqol_score(ref, est, sr, "speech", level_dbov=-26.0)
+        assert row["visqol"] == pytest.approx(expected, abs=0.02)           # up to PCM16 rounding
+    argv = ["--audio", str(setup["clips"]), "--out", str(tmp_path / "bad"), "--opus", "none", "--codec2", "none",
+            "--metrics", "visqol", "-q", "--models", ae[0]]
+    for bad in ("5", "-100", "nan"):
+        assert bench.main(argv + ["--visqol-level", bad]) == 1
+        assert "--visqol-level is an active speech level in dBov, from -80 to 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -114,3 +114,16 @@ def test_the_cli_refuses_a_missing_system_or_probe_with_exit_2(run, capsys):
     assert "--metrics takes" in capsys.readouterr().err
     assert metric_probe.main([str(run.parent / "nowhere"), "copy", "none"]) == 2
     assert "has no audio/ folder" in capsys.readouterr().err
+
+
+def test_visqol_level_reaches_the_scores(run):
+    pytest.importorskip("visqol")
+    from codec.bench import load_mono
+    from codec.metrics import visqol_score
+    scores = metric_probe.probe_run(run, "copy", ["lowpass:2000"], ["visqol"], visqol_level=-40.0)
+    ref, sr = load_mono(run / "audio" / "speech__example" / "reference.wav")
+    est, _ = load_mono(run / "audio" / "speech__example" / "copy.wav")
+    expected = visqol_score(ref, metric_probe.lowpass(est, 2000, sr), sr, "speech", level_dbov=-40.0)
+    assert scores[0]["lowpass:2000"]["visqol"] == pytest.approx(expected, abs=1e-9)
+    plain = visqol_score(ref, metric_probe.lowpass(est, 2000, sr), sr, "speech")
+    assert abs(plain - expected) > 0.01

@@ -142,3 +142,77 @@ def test_visqol_is_nan_for_a_clip_too_short_for_its_patches(speech_wav):
     wav, sr = load_audio(speech_wav)
     short = wav[0, 16000:16000 + int(0.376 * sr)].double().numpy()      # the length of a held-out prompt
     assert np.isnan(visqol_score(short, short, sr, "speech"))
+
+
+# ---------------------------------------------------------------------------- active speech level
+def _active_level_slow(x: np.ndarray, sample_rate: int) -> float:
+    """ITU-T P.56 method B written out sample by sample, as the Recommendation states it."""
+    g = math.exp(-1 / (sample_rate * 0.03))
+    hangover = math.ceil(0.2 * sample_rate)
+    thresholds = [2.0 ** -k for k in range(15, -1, -1)]
+    counts, holds = [0] * 16, [hangover + 1] * 16
+    p = q = 0.0
+    for sample in x:
+        p = g * p + (1 - g) * abs(sample)
+        q = g * q + (1 - g) * p
+        for j, c in enumerate(thresholds):
+            if q >= c:
+                counts[j] += 1
+                holds[j] = 0
+            elif holds[j] < hangover:
+                counts[j] += 1
+                holds[j] += 1
+            else:
+                holds[j] = hangover + 1
+    energy = float(np.sum(x ** 2))
+    previous = None
+    for j, c in enumerate(thresholds):
+        if counts[j] == 0:
+            return previous[0]
+        level = 10 * math.log10(energy / counts[j])
+        excess = level - 20 * math.log10(c) - 15.9
+        if excess <= 0:
+            if previous is None:
+                return math.nan
+            t = previous[1] / (previous[1] - excess)
+            return previous[0] + t * (level - previous[0])
+        previous = (level, excess)
+    return previous[0]
+
+
+def test_active_speech_level_matches_a_sample_by_sample_p56(speech, rng):
+    from codec.metrics import active_speech_level_dbov
+    x, sr = speech
+    clip = 0.5 * x[: sr]                                         # 1 s of real speech
+    pauses = np.concatenate([0.3 * rng.standard_normal(sr // 2), np.zeros(sr), 0.1 * rng.standard_normal(sr // 4)])
+    for signal in (clip, pauses):
+        assert active_speech_level_dbov(signal, sr) == pytest.approx(_active_level_slow(signal, sr), abs=1e-9)
+
+
+def test_active_speech_level_leaves_pauses_out_and_follows_the_gain(speech):
+    from codec.metrics import active_speech_level_dbov
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    sine = np.sin(2 * np.pi * 440 * t)                          # full scale: -3.01 dBov
+    assert active_speech_level_dbov(sine, sr) == pytest.approx(-3.01, abs=0.1)  # its first ~40 ms not yet active
+    gappy = np.concatenate([sine, np.zeros(6 * sr)])            # long-term level 6 dB lower
+    assert 10 * math.log10(np.mean(gappy ** 2)) == pytest.approx(-9.03, abs=0.01)
+    assert active_speech_level_dbov(gappy, sr) == pytest.approx(-3.01, abs=0.7)   # hangover: 0.2 s more
+    x, sr = speech
+    level = active_speech_level_dbov(x, sr)
+    for gain_db in (-20.0, -6.0, 3.0):
+        assert active_speech_level_dbov(x * 10 ** (gain_db / 20), sr) == pytest.approx(level + gain_db, abs=0.2)
+    assert math.isnan(active_speech_level_dbov(np.zeros(sr), sr))
+    assert math.isnan(active_speech_level_dbov(1e-6 * sine, sr))        # -123 dBov: under every threshold
+
+
+def test_visqol_at_a_set_level_ignores_the_recorded_level_which_plain_visqol_does_not(speech, rng):
+    pytest.importorskip("visqol")
+    from codec.metrics import visqol_score
+    x, sr = speech
+    noisy = x + 0.01 * rng.standard_normal(len(x))
+    at_level = [visqol_score(g * x, g * noisy, sr, "speech", level_dbov=-26) for g in (1.0, 0.2)]
+    assert at_level[0] == pytest.approx(at_level[1], abs=0.005)  # the level follows a gain to ~0.1 dB
+    plain = [visqol_score(g * x, g * noisy, sr, "speech") for g in (1.0, 0.2)]
+    assert abs(plain[0] - plain[1]) > 0.05                      # what the option is for
+    assert math.isnan(visqol_score(np.zeros(sr), np.zeros(sr), sr, "speech", level_dbov=-26))

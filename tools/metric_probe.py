@@ -156,10 +156,11 @@ def parse_probe(text: str):
 
 
 # ---------------------------------------------------------------------------- scoring
-def _score(task: tuple[Path, str, list[str], list[str]]) -> dict[str, dict[str, float]]:
+def _score(task: tuple[Path, str, list[str], list[str], float | None]) -> dict[str, dict[str, float]]:
     from codec.metrics import pesq_wideband, stoi_score, visqol_score
-    functions = {"pesq": pesq_wideband, "stoi": stoi_score, "visqol": visqol_score}
-    clip, system, probes, metrics = task
+    clip, system, probes, metrics, visqol_level = task
+    functions = {"pesq": pesq_wideband, "stoi": stoi_score,
+                 "visqol": lambda ref, est, sr: visqol_score(ref, est, sr, "speech", visqol_level)}
     ref, sample_rate = load_mono(clip / "reference.wav")
     est, est_rate = load_mono(clip / f"{system}.wav")
     if est_rate != sample_rate:
@@ -185,13 +186,13 @@ def speech_clips(run: Path, system: str) -> list[Path]:
 
 
 def probe_run(run: Path, system: str, probes: list[str], metrics: list[str], jobs: int = 1,
-              max_clips: int | None = None) -> list[dict[str, dict[str, float]]]:
+              max_clips: int | None = None, visqol_level: float | None = None) -> list[dict[str, dict[str, float]]]:
     for probe in probes:
         parse_probe(probe)                            # fail before any scoring
     if "none" not in probes:
         probes = ["none", *probes]
     clips = speech_clips(run, system)[:max_clips]
-    tasks = [(clip, system, probes, metrics) for clip in clips]
+    tasks = [(clip, system, probes, metrics, visqol_level) for clip in clips]
     if jobs == 1:
         return [_score(t) for t in tasks]
     with Pool(jobs) as pool:
@@ -218,14 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", default="pesq,visqol", help="comma-separated, of pesq, stoi, visqol")
     parser.add_argument("--jobs", type=positive_int, default=1, help="clips scored in parallel")
     parser.add_argument("--max-clips", type=positive_int, metavar="N", help="only the first N clips")
+    parser.add_argument("--visqol-level", type=float, metavar="DBOV",
+                        help="score ViSQOL at this active speech level, as `codec bench --visqol-level`")
     args = parser.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     try:
         unknown = [m for m in metrics if m not in METRICS]
         if unknown or not metrics:
             raise ProbeError(f"--metrics takes {', '.join(METRICS)}; got {args.metrics!r}")
-        print(format_table(probe_run(args.run, args.system, args.probes, metrics, args.jobs, args.max_clips),
-                           metrics))
+        print(format_table(probe_run(args.run, args.system, args.probes, metrics, args.jobs, args.max_clips,
+                                     args.visqol_level), metrics))
     except (ProbeError, AudioError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
