@@ -53,6 +53,7 @@ BENCH_VERSION = 2                  # bump when a change makes cached results sta
 DEFAULT_OPUS_KBPS = (6.0, 8.0, 12.0, 16.0, 24.0)
 DEFAULT_CODEC2_MODES = ("700C", "1600", "3200")
 MARKER = "bench.json"              # written into every output folder: marks it as a benchmark's
+VISQOL_LEVEL_METHOD = "P.56 method B, 1"   # change when active_speech_level_dbov changes: cache key
 
 
 class BenchError(ValueError):
@@ -357,7 +358,7 @@ class Task:
         key = {"bench": BENCH_VERSION, "clip": self.clip.digest, "system": dataclasses.asdict(self.system),
                "metrics": {name: versions[name] for name in self.metrics}}
         if self.visqol_level is not None and "visqol" in self.metrics:   # absent: results cached before the option
-            key["visqol_level_dbov"] = self.visqol_level
+            key["visqol_level"] = {"dbov": self.visqol_level, "method": VISQOL_LEVEL_METHOD}
         return key
 
 
@@ -502,6 +503,8 @@ def run_bench(config: BenchConfig) -> BenchResult:
         if "visqol" in metrics:
             notes.append(f"ViSQOL scored with each reference and its decoded audio scaled together to "
                          f"{config.visqol_level:g} dBov active speech level (ITU-T P.56 method B)")
+        else:
+            notes.append("--visqol-level has no effect: ViSQOL is not among the metrics")
     clips = find_clips(config.audio, config.kind, config.max_clips, config.split)
     systems = all_systems(config.models, config.opus_kbps, config.codec2_modes, notes)
     if not systems:

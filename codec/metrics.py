@@ -205,6 +205,8 @@ def visqol_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str =
         raise ValueError(f"ViSQOL mode must be one of {tuple(VISQOL_RATES)}, got {mode!r}")
     ref, est = _check_pair(ref, est)
     if level_dbov is not None:
+        if not math.isfinite(level_dbov):
+            raise ValueError(f"level_dbov must be a finite level in dBov, got {level_dbov}")
         level = active_speech_level_dbov(ref, sample_rate)
         if not math.isfinite(level):
             return math.nan
@@ -228,7 +230,9 @@ def active_speech_level_dbov(x: np.ndarray, sample_rate: int) -> float:
     For each of the thresholds c = 2^-k (k = 0..15, dBov 0 down to -90), the active level is the
     signal's energy over its active samples; the level sought is where that active level stands
     15.9 dB above the threshold, interpolated in dB between the two thresholds around it. NaN
-    also for a signal under about -74 dBov, where even the lowest threshold is within 15.9 dB."""
+    also for a signal under about -74 dBov, where even the lowest threshold is within 15.9 dB, and
+    for one whose activity ends before any threshold is (an impulse), where the ITU-T software
+    library's sv56 reports -100."""
     from scipy.signal import lfilter
 
     x = np.asarray(x, dtype=np.float64)
@@ -253,8 +257,8 @@ def active_speech_level_dbov(x: np.ndarray, sample_rate: int) -> float:
     if excess[0] <= 0:                                              # under about -74 dBov
         return math.nan
     crossing = np.flatnonzero(excess <= 0)
-    if crossing.size == 0:                    # still above the margin where activity runs out
-        return float(level[-1])
+    if crossing.size == 0:                    # activity ran out first: an impulse, a click (sv56: -100)
+        return math.nan
     j = int(crossing[0])
     t = excess[j - 1] / (excess[j - 1] - excess[j])
     return float(level[j - 1] + t * (level[j] - level[j - 1]))

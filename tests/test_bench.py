@@ -328,3 +328,6 @@ def test_visqol_at_a_set_level_is_its_own_result_and_is_recorded(setup, tmp_path
         assert bench.main(argv + ["--visqol-level", bad]) == 1
         assert "--visqol-level is an active speech level in dBov, from -80 to 0" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    config["metrics"] = ["si_sdr"]
+    out = tmp_path / "no_visqol"
+    assert any("--visqol-level has no effect" in n for n in run(-26.0).notes)

@@ -1,5 +1,6 @@
 """tools/metric_probe.py: controlled changes to decoded audio, and the metrics' response to them."""
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -79,10 +80,16 @@ def test_sharpen_keeps_frame_energy_and_deepens_the_valleys_between_harmonics():
     assert np.allclose(metric_probe.sharpen(x, 0.0, SR)[inner], x[inner], atol=1e-9)
 
 
-@pytest.mark.parametrize("text", ["pich:0.5", "pitch", "pitch:x", "gain:nan", "none:1"])
+@pytest.mark.parametrize("text", ["pich:0.5", "pitch", "pitch:x", "gain:nan", "none:1", "gain:0", "delay:-1",
+                                  "delay:2.5", "pitch:-1", "pitch:1.5", "gate:5", "lowpass:0", "sharpen:-0.1"])
 def test_a_bad_probe_is_a_probe_error(text):
     with pytest.raises(metric_probe.ProbeError):
         metric_probe.parse_probe(text)
+
+
+def test_a_cutoff_above_the_clips_nyquist_is_a_probe_error(rng):
+    with pytest.raises(metric_probe.ProbeError, match="between 0 and 8000 Hz"):
+        metric_probe.parse_probe("lowpass:9000")(rng.standard_normal(SR), SR)
 
 
 @pytest.fixture
@@ -114,6 +121,22 @@ def test_the_cli_refuses_a_missing_system_or_probe_with_exit_2(run, capsys):
     assert "--metrics takes" in capsys.readouterr().err
     assert metric_probe.main([str(run.parent / "nowhere"), "copy", "none"]) == 2
     assert "has no audio/ folder" in capsys.readouterr().err
+    assert metric_probe.main([str(run), "copy", "none", "--visqol-level", "60"]) == 2
+    assert "from -80 to 0" in capsys.readouterr().err
+
+
+def test_visqol_is_scored_at_the_runs_own_level_unless_told_otherwise(run, capsys):
+    pytest.importorskip("visqol")
+    (run / "bench.json").write_text(json.dumps({"visqol_level_dbov": -40.0}))
+    assert metric_probe.main([str(run), "copy", "lowpass:2000", "--metrics", "visqol"]) == 0
+    at_run_level = capsys.readouterr().out
+    assert at_run_level.startswith("ViSQOL at -40 dBov")
+    assert metric_probe.main([str(run), "copy", "lowpass:2000", "--metrics", "visqol", "--visqol-level", "-26"]) == 0
+    assert capsys.readouterr().out.startswith("ViSQOL at -26 dBov")
+    (run / "bench.json").write_text(json.dumps({"visqol_level_dbov": None}))
+    assert metric_probe.main([str(run), "copy", "lowpass:2000", "--metrics", "visqol"]) == 0
+    as_recorded = capsys.readouterr().out
+    assert not as_recorded.startswith("ViSQOL at") and as_recorded != at_run_level
 
 
 def test_visqol_level_reaches_the_scores(run):

@@ -167,8 +167,8 @@ def _active_level_slow(x: np.ndarray, sample_rate: int) -> float:
     energy = float(np.sum(x ** 2))
     previous = None
     for j, c in enumerate(thresholds):
-        if counts[j] == 0:
-            return previous[0]
+        if counts[j] == 0:                  # silent, or activity ran out before the margin was crossed
+            return math.nan
         level = 10 * math.log10(energy / counts[j])
         excess = level - 20 * math.log10(c) - 15.9
         if excess <= 0:
@@ -177,7 +177,7 @@ def _active_level_slow(x: np.ndarray, sample_rate: int) -> float:
             t = previous[1] / (previous[1] - excess)
             return previous[0] + t * (level - previous[0])
         previous = (level, excess)
-    return previous[0]
+    return math.nan                         # active above the margin at every threshold
 
 
 def test_active_speech_level_matches_a_sample_by_sample_p56(speech, rng):
@@ -185,8 +185,13 @@ def test_active_speech_level_matches_a_sample_by_sample_p56(speech, rng):
     x, sr = speech
     clip = 0.5 * x[: sr]                                         # 1 s of real speech
     pauses = np.concatenate([0.3 * rng.standard_normal(sr // 2), np.zeros(sr), 0.1 * rng.standard_normal(sr // 4)])
-    for signal in (clip, pauses):
+    burst = np.concatenate([np.zeros(sr // 2), 0.5 * rng.standard_normal(sr // 50), np.zeros(sr // 2)])   # 20 ms
+    for signal in (clip, pauses, burst):
         assert active_speech_level_dbov(signal, sr) == pytest.approx(_active_level_slow(signal, sr), abs=1e-9)
+    impulse, silence = np.zeros(sr), np.zeros(sr)
+    impulse[100] = 1.0                                           # activity ends before the margin is crossed
+    for signal in (impulse, silence):
+        assert math.isnan(active_speech_level_dbov(signal, sr)) and math.isnan(_active_level_slow(signal, sr))
 
 
 def test_active_speech_level_leaves_pauses_out_and_follows_the_gain(speech):
@@ -216,3 +221,5 @@ def test_visqol_at_a_set_level_ignores_the_recorded_level_which_plain_visqol_doe
     plain = [visqol_score(g * x, g * noisy, sr, "speech") for g in (1.0, 0.2)]
     assert abs(plain[0] - plain[1]) > 0.05                      # what the option is for
     assert math.isnan(visqol_score(np.zeros(sr), np.zeros(sr), sr, "speech", level_dbov=-26))
+    with pytest.raises(ValueError, match="finite level"):
+        visqol_score(x, noisy, sr, "speech", level_dbov=float("nan"))

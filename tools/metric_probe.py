@@ -26,6 +26,7 @@ would help a model's decoded audio on these metrics.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from multiprocessing import Pool
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from codec.audio import AudioError  # noqa: E402
-from codec.bench import load_mono, positive_int  # noqa: E402
+from codec.bench import MARKER, load_mono, positive_int  # noqa: E402
 from codec.report import mean_ci  # noqa: E402
 from visqol_bands import _music_clips  # noqa: E402
 
@@ -82,6 +83,8 @@ def gate(x: np.ndarray, db: float, sample_rate: int) -> np.ndarray:
 
 
 def lowpass(x: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:
+    if not 0 < cutoff_hz < sample_rate / 2:
+        raise ProbeError(f"lowpass:{cutoff_hz:g} must lie between 0 and {sample_rate / 2:g} Hz at {sample_rate} Hz")
     spec, args = _stft(x, sample_rate)
     freqs = torch.fft.rfftfreq(args["n_fft"], 1 / sample_rate, dtype=torch.float64)
     spec[freqs > cutoff_hz] = 0
@@ -130,29 +133,34 @@ def pitch_postfilter(x: np.ndarray, strength: float, sample_rate: int, min_hz: f
     return out[frame: frame + len(x)]
 
 
+# name -> (what X may be, test of X, the change); lowpass is checked against the clip's rate when applied
+PROBES = {
+    "gain": ("a number other than 0", lambda v: v != 0, lambda v: lambda x, sr: x * v),
+    "delay": ("a whole number of samples, >= 0", lambda v: v >= 0 and v == int(v),
+              lambda v: lambda x, sr: delay(x, int(v))),
+    "noise": ("a level in dB", lambda v: True, lambda v: lambda x, sr: add_noise(x, v)),
+    "gate": ("a level in dB under 0", lambda v: v < 0, lambda v: lambda x, sr: gate(x, v, sr)),
+    "lowpass": ("a frequency in Hz above 0", lambda v: v > 0, lambda v: lambda x, sr: lowpass(x, v, sr)),
+    "pitch": ("a strength from 0 to 1", lambda v: 0 <= v <= 1, lambda v: lambda x, sr: pitch_postfilter(x, v, sr)),
+    "sharpen": ("an amount >= 0", lambda v: v >= 0, lambda v: lambda x, sr: sharpen(x, v, sr)),
+}
+
+
 def parse_probe(text: str):
-    """'pitch:0.6' -> a function (x, sample_rate) -> x'."""
+    """'pitch:0.6' -> a function (x, sample_rate) -> x'; ProbeError for an unknown probe or bad X."""
     name, _, value = text.partition(":")
     if name == "none" and not value:
         return lambda x, sr: x
-    table = {
-        "gain": lambda v: (lambda x, sr: x * v),
-        "delay": lambda v: (lambda x, sr: delay(x, int(v))),
-        "noise": lambda v: (lambda x, sr: add_noise(x, v)),
-        "gate": lambda v: (lambda x, sr: gate(x, v, sr)),
-        "lowpass": lambda v: (lambda x, sr: lowpass(x, v, sr)),
-        "pitch": lambda v: (lambda x, sr: pitch_postfilter(x, v, sr)),
-        "sharpen": lambda v: (lambda x, sr: sharpen(x, v, sr)),
-    }
-    if name not in table:
-        raise ProbeError(f"unknown probe {text!r}; probes: none, " + ", ".join(f"{n}:X" for n in table))
+    if name not in PROBES:
+        raise ProbeError(f"unknown probe {text!r}; probes: none, " + ", ".join(f"{n}:X" for n in PROBES))
+    what, valid, make = PROBES[name]
     try:
         number = float(value)
     except ValueError:
-        raise ProbeError(f"probe {text!r} needs a number after the colon, e.g. {name}:0.5") from None
-    if not math.isfinite(number):
-        raise ProbeError(f"probe {text!r} needs a finite number")
-    return table[name](number)
+        number = math.nan
+    if not math.isfinite(number) or not valid(number):
+        raise ProbeError(f"probe {text!r}: X must be {what}")
+    return make(number)
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -185,8 +193,19 @@ def speech_clips(run: Path, system: str) -> list[Path]:
     return with_system
 
 
+def run_visqol_level(run: Path) -> float | None:
+    """The --visqol-level the benchmark run was scored at (None: as recorded, or no bench.json)."""
+    try:
+        return json.loads((run / MARKER).read_text()).get("visqol_level_dbov")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def probe_run(run: Path, system: str, probes: list[str], metrics: list[str], jobs: int = 1,
               max_clips: int | None = None, visqol_level: float | None = None) -> list[dict[str, dict[str, float]]]:
+    """Per clip: {probe: {metric: score}}, "none" first. ``visqol_level``: as ``codec bench --visqol-level``."""
+    if visqol_level is not None and not -80 <= visqol_level <= 0:
+        raise ProbeError(f"--visqol-level is an active speech level in dBov, from -80 to 0, got {visqol_level:g}")
     for probe in probes:
         parse_probe(probe)                            # fail before any scoring
     if "none" not in probes:
@@ -220,15 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=positive_int, default=1, help="clips scored in parallel")
     parser.add_argument("--max-clips", type=positive_int, metavar="N", help="only the first N clips")
     parser.add_argument("--visqol-level", type=float, metavar="DBOV",
-                        help="score ViSQOL at this active speech level, as `codec bench --visqol-level`")
+                        help="score ViSQOL at this active speech level, as `codec bench --visqol-level` "
+                             "(default: the level the run was scored at, from its bench.json)")
     args = parser.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     try:
         unknown = [m for m in metrics if m not in METRICS]
         if unknown or not metrics:
             raise ProbeError(f"--metrics takes {', '.join(METRICS)}; got {args.metrics!r}")
+        level = args.visqol_level if args.visqol_level is not None else run_visqol_level(args.run)
+        if level is not None and "visqol" in metrics:
+            print(f"ViSQOL at {level:g} dBov active speech level")
         print(format_table(probe_run(args.run, args.system, args.probes, metrics, args.jobs, args.max_clips,
-                                     args.visqol_level), metrics))
+                                     level), metrics))
     except (ProbeError, AudioError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
