@@ -233,14 +233,15 @@ def active_speech_level_dbov(x: np.ndarray, sample_rate: int) -> float:
     also for a signal under about -74 dBov, where even the lowest threshold is within 15.9 dB, and
     for one whose activity ends before any threshold is (an impulse), where the ITU-T software
     library's sv56 reports -100."""
-    from scipy.signal import lfilter
+    from torchaudio.functional import lfilter
 
     x = np.asarray(x, dtype=np.float64)
     energy = float(np.dot(x, x))
     if x.size == 0 or energy == 0.0:
         return math.nan
     g = math.exp(-1.0 / (sample_rate * 0.03))
-    envelope = lfilter([1 - g], [1, -g], lfilter([1 - g], [1, -g], np.abs(x)))
+    b, a = torch.tensor([1 - g, 0.0], dtype=torch.float64), torch.tensor([1.0, -g], dtype=torch.float64)
+    envelope = lfilter(lfilter(torch.from_numpy(np.abs(x)), a, b, clamp=False), a, b, clamp=False).numpy()
     hangover = math.ceil(0.2 * sample_rate)
     index = np.arange(x.size)
     thresholds = 2.0 ** -np.arange(15, -1, -1)                      # lowest first, dBov -90 .. 0
