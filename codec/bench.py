@@ -45,7 +45,7 @@ from codec.audio import AudioError, load_audio, resample, save_audio, to_mono
 from codec.checkpoint import CheckpointError
 from codec.data import audio_files
 from codec.fileio import atomic_write
-from codec.metrics import METRICS, available_metrics, compute_metrics, metric_versions
+from codec.metrics import METRICS, available_metrics, check_level_dbov, compute_metrics, metric_versions
 from codec.model import Codec, CodecConfig
 from codec.tokenfile import FORMAT_VERSION as TOKEN_FORMAT_VERSION, encode_token_bytes
 
@@ -498,8 +498,10 @@ def run_bench(config: BenchConfig) -> BenchResult:
     metrics = _check_metrics(config.metrics, notes)
     _note_slow_visqol(metrics, notes)
     if config.visqol_level is not None:
-        if not -80 <= config.visqol_level <= 0:
-            raise BenchError(f"--visqol-level is an active speech level in dBov, from -80 to 0, got {config.visqol_level:g}")
+        try:
+            check_level_dbov(config.visqol_level)
+        except ValueError as err:
+            raise BenchError(str(err)) from None
         if "visqol" in metrics:
             notes.append(f"ViSQOL scored with each reference and its decoded audio scaled together to "
                          f"{config.visqol_level:g} dBov active speech level (ITU-T P.56 method B)")

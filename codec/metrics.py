@@ -186,6 +186,15 @@ def visqol_api(mode: str):
 
 
 VISQOL_RATES = {"speech": 16000, "audio": 48000}
+LEVEL_DBOV_RANGE = (-80.0, 0.0)        # the active levels visqol_score can be asked to score at
+
+
+def check_level_dbov(level_dbov: float) -> None:
+    """ValueError unless ``level_dbov`` is an active speech level ViSQOL can be scored at."""
+    low, high = LEVEL_DBOV_RANGE
+    if not low <= level_dbov <= high:          # NaN fails too
+        raise ValueError(f"--visqol-level is an active speech level in dBov, from {low:g} to {high:g}, "
+                         f"got {level_dbov:g}")
 
 
 def visqol_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str = "speech",
@@ -205,8 +214,7 @@ def visqol_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str =
         raise ValueError(f"ViSQOL mode must be one of {tuple(VISQOL_RATES)}, got {mode!r}")
     ref, est = _check_pair(ref, est)
     if level_dbov is not None:
-        if not math.isfinite(level_dbov):
-            raise ValueError(f"level_dbov must be a finite level in dBov, got {level_dbov}")
+        check_level_dbov(level_dbov)
         level = active_speech_level_dbov(ref, sample_rate)
         if not math.isfinite(level):
             return math.nan

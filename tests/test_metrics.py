@@ -221,5 +221,6 @@ def test_visqol_at_a_set_level_ignores_the_recorded_level_which_plain_visqol_doe
     plain = [visqol_score(g * x, g * noisy, sr, "speech") for g in (1.0, 0.2)]
     assert abs(plain[0] - plain[1]) > 0.05                      # what the option is for
     assert math.isnan(visqol_score(np.zeros(sr), np.zeros(sr), sr, "speech", level_dbov=-26))
-    with pytest.raises(ValueError, match="finite level"):
-        visqol_score(x, noisy, sr, "speech", level_dbov=float("nan"))
+    for bad in (float("nan"), 5.0, -100.0):
+        with pytest.raises(ValueError, match="from -80 to 0"):
+            visqol_score(x, noisy, sr, "speech", level_dbov=bad)

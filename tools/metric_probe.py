@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from codec.audio import AudioError  # noqa: E402
 from codec.bench import MARKER, load_mono, positive_int  # noqa: E402
+from codec.metrics import check_level_dbov  # noqa: E402
 from codec.report import mean_ci  # noqa: E402
 from visqol_bands import _music_clips  # noqa: E402
 
@@ -204,8 +205,11 @@ def run_visqol_level(run: Path) -> float | None:
 def probe_run(run: Path, system: str, probes: list[str], metrics: list[str], jobs: int = 1,
               max_clips: int | None = None, visqol_level: float | None = None) -> list[dict[str, dict[str, float]]]:
     """Per clip: {probe: {metric: score}}, "none" first. ``visqol_level``: as ``codec bench --visqol-level``."""
-    if visqol_level is not None and not -80 <= visqol_level <= 0:
-        raise ProbeError(f"--visqol-level is an active speech level in dBov, from -80 to 0, got {visqol_level:g}")
+    if visqol_level is not None:
+        try:
+            check_level_dbov(visqol_level)
+        except ValueError as err:
+            raise ProbeError(str(err)) from None
     for probe in probes:
         parse_probe(probe)                            # fail before any scoring
     if "none" not in probes:
