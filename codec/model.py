@@ -1,4 +1,8 @@
-"""The codec: SEANet encoder -> bottleneck -> SEANet decoder, and its token API.
+"""The codec: SEANet encoder -> bottleneck -> decoder (SEANet or inverse-STFT), and its token API.
+
+The decoder is chosen per model (``CodecConfig.decoder``): "seanet", the mirror image of the
+encoder with transposed convolutions at the sample rate, or "istft", ConvNeXt blocks at the
+frame rate and an inverse STFT (``codec.istft``). Both map F frames to F * hop_length samples.
 
 Lengths and padding. The encoder needs a length that is a multiple of ``hop_length``
 (= prod(strides), 320 by default). ``encode`` pads the input on the right with zeros to
@@ -21,10 +25,12 @@ from torch.nn.utils import parametrize
 
 from codec.bottleneck import AEBottleneck, BottleneckOutput, VAEBottleneck
 from codec.codebook import CodebookConfig
+from codec.istft import ISTFTConfig, ISTFTDecoder
 from codec.rvq import ResidualVQ
 from codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
 BOTTLENECKS = ("ae", "vae", "vq", "rvq")
+DECODERS = ("seanet", "istft")
 
 
 @dataclass
@@ -35,7 +41,9 @@ class CodecConfig:
     codebook_size: int = 1024
     codebook_dim: int = 0                   # vq/rvq: > 0 factorises the codes (looked up in this many dims)
     name: str = "codec"
-    seanet: SEANetConfig = field(default_factory=SEANetConfig)
+    seanet: SEANetConfig = field(default_factory=SEANetConfig)   # the encoder (and the "seanet" decoder)
+    decoder: str = "seanet"                 # "seanet" (transposed convolutions) or "istft" (frame rate + iSTFT)
+    istft: ISTFTConfig = field(default_factory=ISTFTConfig)      # the "istft" decoder's sizes
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
     quantizer_dropout: bool = True          # rvq: train with 1..n_q codebooks drawn per batch
     dropout_per_sample: bool = False        # rvq: draw per sample instead of per batch
@@ -49,6 +57,13 @@ class CodecConfig:
             self.seanet = config_from_dict(SEANetConfig, self.seanet)
         if isinstance(self.codebook, dict):
             self.codebook = config_from_dict(CodebookConfig, self.codebook)
+        if isinstance(self.istft, dict):
+            self.istft = config_from_dict(ISTFTConfig, self.istft)
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.decoder == "istft" and self.seanet.causal:
+            raise ValueError("the istft decoder is not causal: its windows reach into later frames; "
+                             "use decoder = \"seanet\" with seanet.causal = true")
         if self.bottleneck not in BOTTLENECKS:
             raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {self.bottleneck!r}")
         if self.bottleneck == "vq":
@@ -88,6 +103,12 @@ class CodecOutput:
     metrics: dict[str, float]
 
 
+def make_decoder(cfg: CodecConfig) -> nn.Module:
+    if cfg.decoder == "istft":
+        return ISTFTDecoder(cfg.seanet.latent_dim, cfg.seanet.channels, cfg.seanet.hop_length, cfg.istft)
+    return SEANetDecoder(cfg.seanet)
+
+
 def make_bottleneck(cfg: CodecConfig) -> nn.Module:
     dim = cfg.seanet.latent_dim
     if cfg.bottleneck == "ae":
@@ -106,7 +127,7 @@ class Codec(nn.Module):
         self.config = config or CodecConfig()
         self.encoder = SEANetEncoder(self.config.seanet)
         self.bottleneck = make_bottleneck(self.config)
-        self.decoder = SEANetDecoder(self.config.seanet)
+        self.decoder = make_decoder(self.config)
         # Per-codebook symbol counts over the training data, for entropy-coding token files.
         self.register_buffer("symbol_counts", torch.zeros(self.config.n_q, self.config.codebook_size,
                                                           dtype=torch.int64))

@@ -42,6 +42,9 @@ class TrainConfig:
     stats_items: int = 512              # training crops encoded at the end for the symbol statistics
     threads: int = 0                    # torch threads on CPU; 0 = torch's default
     init_from: str = ""                 # warm start: a model directory (or bundled name) with the same config
+    init_parts: tuple[str, ...] = ()    # with init_from: only these parts ("encoder", "bottleneck", "decoder"); () = all
+    freeze: tuple[str, ...] = ()        # parts kept as they are: no gradient, and a frozen bottleneck's codebooks
+                                        # do not learn (RVQ quantizer dropout still draws 1..n_q per batch)
 
 
 @dataclass

@@ -53,11 +53,13 @@ from torch import nn
 from tqdm import tqdm
 
 from codec.audio import AudioError, audio_info, load_audio, resample, write_audio_blocks
+from codec.istft import ChannelNorm, ConvNeXtBlock, ISTFTDecoder, ISTFTHead
 from codec.layers import ELU, Conv1d, ConvTranspose1d, ResidualUnit, Snake
+from codec.model import CodecConfig, make_decoder
 from codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
 DEFAULT_CHUNK_FRAMES = 250          # 5 s at 16 kHz / 320; the default model then peaks at ~300 MB above torch's own
-_POINTWISE = (ELU, Snake, nn.Identity)
+_POINTWISE = (ELU, Snake, nn.Identity, ChannelNorm)
 
 
 # ---------------------------------------------------------------------------- receptive fields
@@ -94,7 +96,7 @@ def output_span(module: nn.Module) -> tuple[int, int]:
     """(L, R): input frame f of an upsampling stack influences output samples [f*U - L, f*U + R].
 
     U is the stack's total upsampling. Walks Sequential / ResidualUnit / Conv1d (stride 1) /
-    ConvTranspose1d / pointwise layers.
+    ConvTranspose1d / pointwise layers, and the inverse-STFT decoder's ConvNeXtBlock / ISTFTHead.
     """
     left, right, _ = _influence(module, 0, 0, 1)
     return left, right
@@ -106,11 +108,17 @@ def _influence(module: nn.Module, left: int, right: int, up: int) -> tuple[int, 
         for layer in module:
             left, right, up = _influence(layer, left, right, up)
         return left, right, up
-    if isinstance(module, SEANetDecoder):
+    if isinstance(module, (SEANetDecoder, ISTFTDecoder)):
         return _influence(module.net, left, right, up)
     if isinstance(module, ResidualUnit):
         bl, br, _ = _influence(module.block, left, right, up)
         return max(left, bl), max(right, br), up
+    if isinstance(module, ConvNeXtBlock):           # x + f(dwconv(x)), f pointwise per frame
+        (k,), (pad,) = module.dwconv.kernel_size, module.dwconv.padding
+        return left + k - 1 - pad, right + pad, up  # the residual's own span is narrower
+    if isinstance(module, ISTFTHead):               # frame i reaches samples [i*hop - L, i*hop + R]
+        (a, b), s = module.reach, module.hop
+        return left * s + a, right * s + b, up * s
     if isinstance(module, Conv1d):                  # in[i] reaches out[i + pad_left - t*d], t < k
         (k,), (s,), (d,) = module.conv.kernel_size, module.conv.stride, module.conv.dilation
         if s != 1:
@@ -126,7 +134,7 @@ def _influence(module: nn.Module, left: int, right: int, up: int) -> tuple[int, 
     raise TypeError(f"no receptive-field rule for {type(module).__name__}")
 
 
-def _on_meta(build: Callable[[SEANetConfig], nn.Module], cfg: SEANetConfig) -> nn.Module:
+def _on_meta(build: Callable[[object], nn.Module], cfg: object) -> nn.Module:
     with torch.device("meta"):                      # shapes only: no memory, no initialisation cost
         return build(cfg)
 
@@ -143,14 +151,14 @@ def receptive_field_frames(cfg: SEANetConfig) -> tuple[int, int]:
     return -(-a // hop), b // hop
 
 
-def decoder_context_frames(cfg: SEANetConfig) -> tuple[int, int]:
+def decoder_context_frames(cfg: CodecConfig) -> tuple[int, int]:
     """(left, right): frames of codes around a chunk that fix every decoded sample of it.
 
     Frame f influences output samples [f*hop - L, f*hop + R] (``output_span``), so the
     samples of frames [f0, f1) depend on frames [f0 - floor(R / hop), f1 + ceil(L / hop)).
     """
-    left, right = output_span(_on_meta(SEANetDecoder, cfg))
-    hop = cfg.hop_length
+    left, right = output_span(_on_meta(make_decoder, cfg))
+    hop = cfg.seanet.hop_length
     return right // hop, -(-left // hop)
 
 
@@ -293,7 +301,7 @@ def encode_frames(model, read: Callable[[int, int], torch.Tensor], num_frames: i
 def decode_frames(model, codes: torch.Tensor, f0: int, f1: int) -> torch.Tensor:
     """Audio (B, channels, (f1 - f0) * hop) of frames [f0, f1) of codes (B, n, F), decoded with
     context, one item at a time."""
-    left, right = decoder_context_frames(model.config.seanet)
+    left, right = decoder_context_frames(model.config)
     c0, c1 = max(f0 - left, 0), min(f1 + right, codes.shape[-1])
     hop = model.hop_length
     audio = torch.cat([model.decode(item[None], length=(c1 - c0) * hop) for item in codes[..., c0:c1]])

@@ -32,6 +32,7 @@ from codec.entropy import count_symbols
 from codec.losses import MultiScaleMel, ReconstructionLoss, si_sdr
 from codec.model import Codec
 from codec.recipe import Recipe, load_recipe
+from codec.rvq import ResidualVQ
 from codec.train_state import list_checkpoints, load_train_state, remove_partial, save_checkpoint
 
 
@@ -132,6 +133,31 @@ def gather_symbol_counts(model: Codec, dataset: AudioDataset, items: int, batch:
     return torch.from_numpy(counts)
 
 
+MODEL_PARTS = ("encoder", "bottleneck", "decoder")
+
+
+def check_parts(parts, what: str) -> tuple[str, ...]:
+    unknown = sorted(set(parts) - set(MODEL_PARTS))
+    if unknown:
+        raise TrainingError(f"train.{what} names unknown parts {unknown}; the parts are {list(MODEL_PARTS)}")
+    return tuple(parts)
+
+
+def freeze_parts(model: Codec, parts: tuple[str, ...]) -> None:
+    """Keep ``parts`` of the model as they are: no gradients, and the layers in eval mode.
+
+    The RVQ container of a frozen bottleneck stays in training mode, so quantizer dropout (and
+    bypass) still draw per batch, while its codebooks, in eval mode, neither learn nor reset.
+    Call after every ``model.train()``.
+    """
+    for name in parts:
+        module = getattr(model, name)
+        module.requires_grad_(False)
+        module.eval()
+        if isinstance(module, ResidualVQ) and model.training:
+            module.training = True
+
+
 # ----------------------------------------------------------------------------- the trainer
 @contextmanager
 def frozen(module: torch.nn.Module):
@@ -158,14 +184,18 @@ class Trainer:
             torch.set_num_threads(self.cfg.threads)
         torch.manual_seed(self.cfg.seed)
         self.model = Codec(recipe.model)
+        self.frozen_parts = check_parts(self.cfg.freeze, "freeze")
         if self.cfg.init_from:
-            self._warm_start(self.cfg.init_from)
+            self._warm_start(self.cfg.init_from, check_parts(self.cfg.init_parts, "init_parts"))
+        elif self.cfg.init_parts:
+            raise TrainingError("train.init_parts needs train.init_from")
         self.model = self.model.to(self.device).train()
+        freeze_parts(self.model, self.frozen_parts)
         self.ddp = (DistributedDataParallel(self.model, broadcast_buffers=False,
                                             device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if dist.is_distributed() else self.model)
         self.loss = ReconstructionLoss(recipe.model.sample_rate, recipe.loss).to(self.device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas),
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=self.cfg.lr, betas=tuple(self.cfg.betas),
                                      weight_decay=self.cfg.weight_decay)
         self.optimizers, self.extra = {"model": self.opt}, {}
         self.disc = None
@@ -190,12 +220,19 @@ class Trainer:
         self.step = 0
         self.progress = progress and dist.rank() == 0
 
-    def _warm_start(self, source: str) -> None:
-        """Start from another model's weights and codebooks (its config must build the same tensors)."""
+    def _warm_start(self, source: str, parts: tuple[str, ...] = ()) -> None:
+        """Start from another model's weights and codebooks (its config must build the same tensors).
+
+        With ``parts``, only those modules are taken (e.g. a new decoder over a trained encoder
+        and quantizer); the rest keep this recipe's initialisation.
+        """
         import codec
         start = codec.load(source)
         try:
-            self.model.load_state_dict(start.state_dict())
+            if not parts:
+                self.model.load_state_dict(start.state_dict())
+            for name in parts:
+                getattr(self.model, name).load_state_dict(getattr(start, name).state_dict())
         except RuntimeError as e:
             raise TrainingError(f"cannot start from {source}: its weights do not fit this recipe's model ({e})") from None
 
@@ -317,6 +354,7 @@ class Trainer:
                     self._log(log, metrics, bar)
                 if self.valid_batch is not None and self.step % cfg.valid_every == 0 and rank == 0:
                     self._log(log, validate(self.model, self.valid_batch, self.valid_mel), None)
+                    freeze_parts(self.model, self.frozen_parts)
                 bar.update(1)
                 if stop.agreed(self.device) or self.step == last < cfg.steps:
                     self.save()

@@ -7,7 +7,7 @@ import torch
 from codec import Codec, CodecConfig
 from codec.bottleneck import gaussian_kl
 from codec.layers import ELU
-from tests.helpers import tiny_model
+from tests.helpers import tiny_config, tiny_model
 
 LENGTHS = [1, 2, 319, 320, 321, 641, 16000 + 123]
 
@@ -193,3 +193,51 @@ def test_factorised_gradients_reach_the_encoder():
     model(torch.randn(2, 1, 1600)).audio.pow(2).mean().backward()
     first_conv = model.encoder.net[0].conv.parametrizations.weight.original1
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- the inverse-STFT decoder
+ISTFT = {"decoder": "istft", "istft": {"dim": 8, "hidden": 16, "depth": 2, "kernel_size": 3}}
+
+
+@pytest.mark.parametrize("bottleneck", ["ae", "vae", "vq", "rvq"])
+def test_every_bottleneck_works_with_the_istft_decoder(bottleneck, tmp_path):
+    import codec
+    from codec.istft import ISTFTDecoder
+    model = warmed(tiny_model(bottleneck, **ISTFT))
+    assert isinstance(model.decoder, ISTFTDecoder)
+    for length in LENGTHS:
+        x = torch.randn(1, 1, length)
+        codes = model.encode(x)
+        assert model.decode(codes).shape == (1, 1, length) and model(x).audio.shape == (1, 1, length)
+    x = torch.randn(2, 1, 3000)
+    with torch.no_grad():
+        out = model(x)
+    codes = model.encode(x)
+    assert torch.equal(model.decode(codes), out.audio) and out.audio.abs().max() > 0
+    loaded = codec.load(model.save(tmp_path / "m", inference_only=True))
+    assert loaded.config.decoder == "istft" and loaded.config.istft == model.config.istft
+    assert torch.equal(loaded.decode(codes), out.audio)
+
+
+def test_gradients_reach_the_encoder_through_the_istft_decoder():
+    model = tiny_model("rvq", quantizer_dropout=False, **ISTFT).train()
+    model(torch.randn(2, 1, 1600)).audio.pow(2).mean().backward()
+    first_conv = model.encoder.net[0].conv.parametrizations.weight.original1
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"decoder": "hifigan"}, r"decoder must be one of \('seanet', 'istft'\), got 'hifigan'"),
+    ({"decoder": "istft", "causal": True}, "the istft decoder is not causal"),
+    ({"decoder": "istft", "istft": {"dim": -1}}, "istft.dim must be a positive integer"),
+])
+def test_bad_decoder_choices_are_a_value_error(kw, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**kw)
+
+
+def test_a_seanet_config_without_decoder_fields_still_loads_as_seanet():
+    from codec.model import config_from_dict
+    from codec.seanet import SEANetDecoder
+    cfg = config_from_dict(CodecConfig, {"bottleneck": "rvq", "n_q": 2, "codebook_size": 8})
+    assert cfg.decoder == "seanet" and isinstance(Codec(cfg).decoder, SEANetDecoder)

@@ -11,7 +11,9 @@ import torch
 
 from codec import Codec, CodecConfig
 from codec.audio import AudioError, load_audio, resample
-from codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
+from codec.istft import ISTFTConfig
+from codec.model import make_decoder
+from codec.seanet import SEANetConfig, SEANetEncoder
 from codec.streaming import (
     DecodedSignal,
     FileSignal,
@@ -34,6 +36,13 @@ CONFIGS = {
     "causal": SEANetConfig(base_channels=2, max_channels=8, latent_dim=4, causal=True),
     "odd-kernels": SEANetConfig(base_channels=2, max_channels=8, latent_dim=4, strides=(3, 2, 5),
                                 kernel_size=5, residual_kernel_size=5, dilations=(1, 2)),
+}
+TINY_ISTFT = ISTFTConfig(dim=8, hidden=16, depth=2, kernel_size=3)
+DECODERS = {                        # the SEANet decoders of CONFIGS and inverse-STFT decoders
+    **{name: CodecConfig(seanet=cfg) for name, cfg in CONFIGS.items()},
+    "istft": CodecConfig(seanet=CONFIGS["default-strides"], decoder="istft", istft=TINY_ISTFT),
+    "istft-n_fft-2hop-k5": CodecConfig(seanet=CONFIGS["odd-kernels"], decoder="istft",
+                                       istft=ISTFTConfig(dim=8, hidden=16, depth=3, kernel_size=5, n_fft_factor=2)),
 }
 
 
@@ -60,13 +69,13 @@ def test_encoder_receptive_field_matches_measurement(name):
     assert (left - 1) * hop < a <= left * hop and right * hop <= b < (right + 1) * hop
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", DECODERS)
 def test_decoder_receptive_field_matches_measurement(name):
-    cfg = CONFIGS[name]
+    cfg = DECODERS[name]
     torch.manual_seed(0)
-    decoder = SEANetDecoder(cfg).double()
-    hop, frames, f = cfg.hop_length, 40, 20
-    latent = torch.randn(1, cfg.latent_dim, frames, dtype=torch.float64, requires_grad=True)
+    decoder = make_decoder(cfg).double()
+    hop, frames, f = cfg.seanet.hop_length, 40, 20
+    latent = torch.randn(1, cfg.seanet.latent_dim, frames, dtype=torch.float64, requires_grad=True)
     audio = decoder(latent)                                                # (1, 1, frames * hop)
     low, high = output_span(decoder)
     for o in sorted({f * hop, f * hop + 1, f * hop + hop // 2, (f + 1) * hop - 1}):
@@ -83,7 +92,12 @@ def test_receptive_field_of_the_default_model():
     assert input_span(SEANetEncoder(SEANetConfig())) == (1815, 2126)
     assert receptive_field_frames(SEANetConfig()) == (6, 6)
     assert receptive_field_frames(SEANetConfig(causal=True))[1] == 0       # no look-ahead
-    assert decoder_context_frames(SEANetConfig(causal=True))[1] == 0
+    assert decoder_context_frames(CodecConfig(seanet=SEANetConfig(causal=True)))[1] == 0
+    # The default inverse-STFT decoder: input conv and 8 blocks of kernel 7 reach 3 * 9 = 27 frames each
+    # way; the head's 1280-sample windows (centred, pad 480) add samples [-479, 799] around a frame.
+    istft = CodecConfig(decoder="istft")
+    assert output_span(make_decoder(istft)) == (27 * 320 + 479, 27 * 320 + 799)
+    assert decoder_context_frames(istft) == (29, 29)
 
 
 # ---------------------------------------------------------------- chunked == whole on speech
@@ -195,6 +209,30 @@ def test_lengths_are_exact_at_chunk_edges(model, speech, length):
     audio = decode_chunked(model, codes, chunk_frames=5)
     assert audio.shape == (1, 1, length)
     assert torch.allclose(audio, model.decode(codes), rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def istft_model(speech) -> Codec:
+    """A small SEANet encoder and RVQ with an inverse-STFT decoder."""
+    torch.manual_seed(0)
+    seanet = SEANetConfig(base_channels=4, max_channels=32, latent_dim=16)
+    return on_speech(Codec(CodecConfig(seanet=seanet, n_q=4, codebook_size=64, quantizer_dropout=False,
+                                       decoder="istft", istft=ISTFTConfig(dim=32, hidden=64, depth=3))), speech)
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 37, 113])
+def test_chunked_decode_of_the_istft_decoder_is_close_to_whole_decode(istft_model, speech, chunk_frames):
+    codes = istft_model.encode(speech)
+    whole = istft_model.decode(codes)
+    assert whole.abs().max() > 1e-3                                        # it decodes something
+    chunked = decode_chunked(istft_model, codes, chunk_frames=chunk_frames)
+    assert chunked.shape == whole.shape == speech.shape
+    assert torch.allclose(chunked, whole, rtol=0, atol=1e-5)
+    for length in (1, 319, 5 * 320 + 1):                                   # exact lengths at chunk edges
+        part = codes[..., : -(-length // 320)]
+        audio = decode_chunked(istft_model, part, chunk_frames=2, length=length)
+        assert audio.shape == (1, 1, length)
+        assert torch.allclose(audio, istft_model.decode(part, length=length), rtol=0, atol=1e-5)
 
 
 class CountingSignal(TensorSignal):

@@ -234,3 +234,37 @@ def test_cli_until_stops_with_a_checkpoint_and_resume_finishes(tmp_path, capsys)
     assert main(args + ["--resume"]) == 0
     assert codec.load(out / "model").config.name == "smoke"
     assert [p.name for p in train_state.list_checkpoints(out / "checkpoints")][-1] == "step-00000006"
+
+
+def test_a_new_decoder_over_a_frozen_encoder_and_quantizer(tmp_path):
+    first = smoke(tmp_path / "a", "train.steps=3")
+    source = f"train.init_from={json.dumps(str(first.model_dir))}"
+    parts = '["encoder", "bottleneck"]'
+    second = smoke(tmp_path / "b", "train.steps=6", "train.log_every=1", source, f"train.init_parts={parts}",
+                   f"train.freeze={parts}", "model.decoder=istft", "model.istft.dim=16", "model.istft.hidden=32",
+                   "model.istft.depth=2", "data.valid_fraction=0.5", "train.valid_every=2")
+    a, b = state(first.model_dir), state(second.model_dir)
+    kept = [k for k in a if k.startswith(("encoder.", "bottleneck."))]
+    assert kept and all(torch.equal(a[k], b[k]) for k in kept)         # weights, codebooks and EMA sums
+    assert any(k.startswith("decoder.net.1.pw1") for k in b)          # the new decoder was trained
+    assert codec.load(second.model_dir).config.decoder == "istft"
+    kbps = {r["kbps"] for r in read_log(tmp_path / "b") if "kbps" in r}
+    assert len(kbps) > 1                                                # quantizer dropout still draws
+
+
+def test_a_decoder_trained_alone_changes_and_the_rest_does_not(tmp_path):
+    first = smoke(tmp_path / "a", "train.steps=3")
+    second = smoke(tmp_path / "b", "train.steps=3", f"train.init_from={json.dumps(str(first.model_dir))}",
+                   'train.freeze=["encoder", "bottleneck"]')
+    a, b = state(first.model_dir), state(second.model_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith(("decoder.", "symbol_counts")))
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (['train.init_parts=["encoder"]'], "train.init_parts needs train.init_from"),
+    (['train.freeze=["encoder", "head"]'], r"train.freeze names unknown parts \['head'\]"),
+])
+def test_bad_part_names_are_a_training_error(tmp_path, overrides, message):
+    with pytest.raises(TrainingError, match=message):
+        smoke(tmp_path / "run", "train.steps=1", *overrides)
