@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codec.convnext import ChannelNorm, ConvNeXtBlock, init_weights
 from codec.layers import Conv1d
 
 MAX_LOG_MAGNITUDE = math.log(100.0)         # magnitudes are capped at 100 (Vocos's clip), as log
@@ -51,34 +52,6 @@ class ISTFTConfig:
             raise ValueError(f"istft.kernel_size must be odd (centred convolutions), got {self.kernel_size}")
         if isinstance(self.n_fft_factor, bool) or not isinstance(self.n_fft_factor, int) or self.n_fft_factor < 2:
             raise ValueError(f"istft.n_fft_factor must be an integer >= 2, got {self.n_fft_factor!r}")
-
-
-class ConvNeXtBlock(nn.Module):
-    """x + gamma * MLP(LayerNorm(depthwise_conv(x))). (B, C, F) -> (B, C, F)"""
-
-    def __init__(self, dim: int, hidden: int, kernel_size: int, layer_scale: float) -> None:
-        super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.pw1 = nn.Linear(dim, hidden)
-        self.pw2 = nn.Linear(hidden, dim)
-        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dwconv(x).transpose(1, 2)                      # (B, F, C): the MLP is a GEMM over frames
-        y = self.pw2(F.gelu(self.pw1(self.norm(y)))) * self.gamma
-        return x + y.transpose(1, 2)
-
-
-class ChannelNorm(nn.Module):
-    """LayerNorm over the channels of (B, C, F)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
 def istft_same(spec: torch.Tensor, hop: int, window: torch.Tensor) -> torch.Tensor:
@@ -139,15 +112,7 @@ class ISTFTDecoder(nn.Module):
         blocks = [ConvNeXtBlock(cfg.dim, cfg.hidden, cfg.kernel_size, 1.0 / cfg.depth) for _ in range(cfg.depth)]
         self.net = nn.Sequential(Conv1d(latent_dim, cfg.dim, cfg.kernel_size), *blocks, ChannelNorm(cfg.dim),
                                  ISTFTHead(cfg.dim, channels, hop, cfg.n_fft_factor * hop))
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.net(latent)
-
-
-def _init_weights(module: nn.Module) -> None:
-    """Truncated normal (std 0.02) weights and zero biases for the linear layers, as ConvNeXt does."""
-    if isinstance(module, (nn.Linear, nn.Conv1d)) and not hasattr(module, "parametrizations"):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)

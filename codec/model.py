@@ -1,8 +1,12 @@
-"""The codec: SEANet encoder -> bottleneck -> decoder (SEANet or inverse-STFT), and its token API.
+"""The codec: encoder -> bottleneck -> decoder, and its token API.
 
-The decoder is chosen per model (``CodecConfig.decoder``): "seanet", the mirror image of the
-encoder with transposed convolutions at the sample rate, or "istft", ConvNeXt blocks at the
-frame rate and an inverse STFT (``codec.istft``). Both map F frames to F * hop_length samples.
+The encoder and decoder are chosen per model. ``CodecConfig.encoder``: "seanet", strided
+convolutions at the sample rate (``codec.seanet``), or "frame", a strided stem into ConvNeXt
+blocks at the frame rate (``codec.convnext``). ``CodecConfig.decoder``: "seanet", the mirror
+image of the SEANet encoder with transposed convolutions, or "istft", ConvNeXt blocks at the
+frame rate and an inverse STFT (``codec.istft``). Both encoders map F * hop_length samples to
+F frames and both decoders F frames to F * hop_length samples; ``seanet`` sets hop_length
+(the product of its strides), latent_dim and channels for every choice.
 
 Lengths and padding. The encoder needs a length that is a multiple of ``hop_length``
 (= prod(strides), 320 by default). ``encode`` pads the input on the right with zeros to
@@ -25,11 +29,13 @@ from torch.nn.utils import parametrize
 
 from codec.bottleneck import AEBottleneck, BottleneckOutput, VAEBottleneck
 from codec.codebook import CodebookConfig
+from codec.convnext import FrameEncoder, FrameEncoderConfig
 from codec.istft import ISTFTConfig, ISTFTDecoder
 from codec.rvq import ResidualVQ
 from codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
 BOTTLENECKS = ("ae", "vae", "vq", "rvq")
+ENCODERS = ("seanet", "frame")
 DECODERS = ("seanet", "istft")
 
 
@@ -41,7 +47,9 @@ class CodecConfig:
     codebook_size: int = 1024
     codebook_dim: int = 0                   # vq/rvq: > 0 factorises the codes (looked up in this many dims)
     name: str = "codec"
-    seanet: SEANetConfig = field(default_factory=SEANetConfig)   # the encoder (and the "seanet" decoder)
+    seanet: SEANetConfig = field(default_factory=SEANetConfig)   # hop, latent and channels; the SEANet layers
+    encoder: str = "seanet"                 # "seanet" (strided convolutions) or "frame" (stem + ConvNeXt blocks)
+    frame_encoder: FrameEncoderConfig = field(default_factory=FrameEncoderConfig)   # the "frame" encoder's sizes
     decoder: str = "seanet"                 # "seanet" (transposed convolutions) or "istft" (frame rate + iSTFT)
     istft: ISTFTConfig = field(default_factory=ISTFTConfig)      # the "istft" decoder's sizes
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
@@ -59,6 +67,13 @@ class CodecConfig:
             self.codebook = config_from_dict(CodebookConfig, self.codebook)
         if isinstance(self.istft, dict):
             self.istft = config_from_dict(ISTFTConfig, self.istft)
+        if isinstance(self.frame_encoder, dict):
+            self.frame_encoder = config_from_dict(FrameEncoderConfig, self.frame_encoder)
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.encoder == "frame" and self.seanet.causal:
+            raise ValueError("the frame encoder is not causal: its blocks read later frames; "
+                             "use encoder = \"seanet\" with seanet.causal = true")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.decoder == "istft" and self.seanet.causal:
@@ -103,6 +118,12 @@ class CodecOutput:
     metrics: dict[str, float]
 
 
+def make_encoder(cfg: CodecConfig) -> nn.Module:
+    if cfg.encoder == "frame":
+        return FrameEncoder(cfg.seanet.channels, cfg.seanet.latent_dim, cfg.seanet.hop_length, cfg.frame_encoder)
+    return SEANetEncoder(cfg.seanet)
+
+
 def make_decoder(cfg: CodecConfig) -> nn.Module:
     if cfg.decoder == "istft":
         return ISTFTDecoder(cfg.seanet.latent_dim, cfg.seanet.channels, cfg.seanet.hop_length, cfg.istft)
@@ -125,7 +146,7 @@ class Codec(nn.Module):
     def __init__(self, config: CodecConfig | None = None) -> None:
         super().__init__()
         self.config = config or CodecConfig()
-        self.encoder = SEANetEncoder(self.config.seanet)
+        self.encoder = make_encoder(self.config)
         self.bottleneck = make_bottleneck(self.config)
         self.decoder = make_decoder(self.config)
         # Per-codebook symbol counts over the training data, for entropy-coding token files.

@@ -53,10 +53,11 @@ from torch import nn
 from tqdm import tqdm
 
 from codec.audio import AudioError, audio_info, load_audio, resample, write_audio_blocks
-from codec.istft import ChannelNorm, ConvNeXtBlock, ISTFTDecoder, ISTFTHead
+from codec.convnext import ChannelNorm, ConvNeXtBlock, FrameEncoder
+from codec.istft import ISTFTDecoder, ISTFTHead
 from codec.layers import ELU, Conv1d, ConvTranspose1d, ResidualUnit, Snake
-from codec.model import CodecConfig, make_decoder
-from codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
+from codec.model import CodecConfig, make_decoder, make_encoder
+from codec.seanet import SEANetDecoder, SEANetEncoder
 
 DEFAULT_CHUNK_FRAMES = 250          # 5 s at 16 kHz / 320; the default model then peaks at ~300 MB above torch's own
 _POINTWISE = (ELU, Snake, nn.Identity, ChannelNorm)
@@ -66,7 +67,8 @@ _POINTWISE = (ELU, Snake, nn.Identity, ChannelNorm)
 def input_span(module: nn.Module) -> tuple[int, int]:
     """(A, B): output frame j of a downsampling stack depends on input samples [j*J - A, j*J + B].
 
-    J is the stack's total stride. Walks Sequential / ResidualUnit / Conv1d / pointwise layers.
+    J is the stack's total stride. Walks Sequential / ResidualUnit / Conv1d / pointwise layers,
+    and the frame encoder's ConvNeXtBlock.
     """
     a, b, _ = _dependency(module, 0, 0, 1)
     return a, b
@@ -78,8 +80,11 @@ def _dependency(module: nn.Module, a: int, b: int, jump: int) -> tuple[int, int,
         for layer in module:
             a, b, jump = _dependency(layer, a, b, jump)
         return a, b, jump
-    if isinstance(module, SEANetEncoder):
+    if isinstance(module, (SEANetEncoder, FrameEncoder)):
         return _dependency(module.net, a, b, jump)
+    if isinstance(module, ConvNeXtBlock):           # x + f(dwconv(x)), f pointwise per frame
+        (k,), (pad,) = module.dwconv.kernel_size, module.dwconv.padding
+        return a + pad * jump, b + (k - 1 - pad) * jump, jump
     if isinstance(module, ResidualUnit):            # x + block(x): the wider of the two
         ba, bb, _ = _dependency(module.block, a, b, jump)
         return max(a, ba), max(b, bb), jump
@@ -139,15 +144,15 @@ def _on_meta(build: Callable[[object], nn.Module], cfg: object) -> nn.Module:
         return build(cfg)
 
 
-def receptive_field_frames(cfg: SEANetConfig) -> tuple[int, int]:
+def receptive_field_frames(cfg: CodecConfig) -> tuple[int, int]:
     """(left, right): frames of context on each side that fix every code of a chunk.
 
     Frame j depends on input samples [j*hop - A, j*hop + B] (``input_span``); a chunk of frames
     [f0, f1) read with samples [(f0 - left) * hop, (f1 + right) * hop) contains all of them
     when left = ceil(A / hop) and right = floor(B / hop).
     """
-    a, b = input_span(_on_meta(SEANetEncoder, cfg))
-    hop = cfg.hop_length
+    a, b = input_span(_on_meta(make_encoder, cfg))
+    hop = cfg.seanet.hop_length
     return -(-a // hop), b // hop
 
 
@@ -286,7 +291,7 @@ def encode_frames(model, read: Callable[[int, int], torch.Tensor], num_frames: i
     The B items (a file's channels) go through the model one at a time, so memory does not grow
     with their number and each is coded as it would be on its own.
     """
-    left, right = receptive_field_frames(model.config.seanet)
+    left, right = receptive_field_frames(model.config)
     hop, pieces = model.hop_length, []
     with _progress(num_frames / model.frame_rate, "encoding", progress) as bar:
         for f0, f1 in chunks(num_frames, chunk_frames):

@@ -195,16 +195,23 @@ def test_factorised_gradients_reach_the_encoder():
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
 
 
-# ---------------------------------------------------------------- the inverse-STFT decoder
+# ---------------------------------------------------------------- frame-rate encoder and decoder
 ISTFT = {"decoder": "istft", "istft": {"dim": 8, "hidden": 16, "depth": 2, "kernel_size": 3}}
+FRAME = {"encoder": "frame", "frame_encoder": {"dim": 8, "hidden": 16, "depth": 2, "kernel_size": 3}}
+PAIRS = {"seanet/istft": ISTFT, "frame/seanet": FRAME, "frame/istft": {**FRAME, **ISTFT}}
 
 
+@pytest.mark.parametrize("pair", PAIRS)
 @pytest.mark.parametrize("bottleneck", ["ae", "vae", "vq", "rvq"])
-def test_every_bottleneck_works_with_the_istft_decoder(bottleneck, tmp_path):
+def test_every_bottleneck_works_with_every_encoder_and_decoder(bottleneck, pair, tmp_path):
     import codec
+    from codec.convnext import FrameEncoder
     from codec.istft import ISTFTDecoder
-    model = warmed(tiny_model(bottleneck, **ISTFT))
-    assert isinstance(model.decoder, ISTFTDecoder)
+    from codec.seanet import SEANetDecoder, SEANetEncoder
+    model = warmed(tiny_model(bottleneck, **PAIRS[pair]))
+    encoder, decoder = pair.split("/")
+    assert isinstance(model.encoder, FrameEncoder if encoder == "frame" else SEANetEncoder)
+    assert isinstance(model.decoder, ISTFTDecoder if decoder == "istft" else SEANetDecoder)
     for length in LENGTHS:
         x = torch.randn(1, 1, length)
         codes = model.encode(x)
@@ -215,12 +222,13 @@ def test_every_bottleneck_works_with_the_istft_decoder(bottleneck, tmp_path):
     codes = model.encode(x)
     assert torch.equal(model.decode(codes), out.audio) and out.audio.abs().max() > 0
     loaded = codec.load(model.save(tmp_path / "m", inference_only=True))
-    assert loaded.config.decoder == "istft" and loaded.config.istft == model.config.istft
-    assert torch.equal(loaded.decode(codes), out.audio)
+    assert loaded.config == model.config
+    assert torch.equal(loaded.encode(x), codes) and torch.equal(loaded.decode(codes), out.audio)
 
 
-def test_gradients_reach_the_encoder_through_the_istft_decoder():
-    model = tiny_model("rvq", quantizer_dropout=False, **ISTFT).train()
+@pytest.mark.parametrize("pair", PAIRS)
+def test_gradients_reach_the_first_layer_of_every_encoder(pair):
+    model = tiny_model("rvq", quantizer_dropout=False, **PAIRS[pair]).train()
     model(torch.randn(2, 1, 1600)).audio.pow(2).mean().backward()
     first_conv = model.encoder.net[0].conv.parametrizations.weight.original1
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
@@ -230,8 +238,12 @@ def test_gradients_reach_the_encoder_through_the_istft_decoder():
     ({"decoder": "hifigan"}, r"decoder must be one of \('seanet', 'istft'\), got 'hifigan'"),
     ({"decoder": "istft", "causal": True}, "the istft decoder is not causal"),
     ({"decoder": "istft", "istft": {"dim": -1}}, "istft.dim must be a positive integer"),
+    ({"encoder": "wav2vec"}, r"encoder must be one of \('seanet', 'frame'\), got 'wav2vec'"),
+    ({"encoder": "frame", "causal": True}, "the frame encoder is not causal"),
+    ({"encoder": "frame", "frame_encoder": {"window_factor": 0}}, "frame_encoder.window_factor must be a positive"),
+    ({"encoder": "frame", "frame_encoder": {"kernel_size": 6}}, "frame_encoder.kernel_size must be odd"),
 ])
-def test_bad_decoder_choices_are_a_value_error(kw, message):
+def test_bad_encoder_and_decoder_choices_are_a_value_error(kw, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**kw)
 
@@ -241,3 +253,4 @@ def test_a_seanet_config_without_decoder_fields_still_loads_as_seanet():
     from codec.seanet import SEANetDecoder
     cfg = config_from_dict(CodecConfig, {"bottleneck": "rvq", "n_q": 2, "codebook_size": 8})
     assert cfg.decoder == "seanet" and isinstance(Codec(cfg).decoder, SEANetDecoder)
+    assert cfg.encoder == "seanet"

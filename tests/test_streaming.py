@@ -12,8 +12,9 @@ import torch
 from codec import Codec, CodecConfig
 from codec.audio import AudioError, load_audio, resample
 from codec.istft import ISTFTConfig
-from codec.model import make_decoder
-from codec.seanet import SEANetConfig, SEANetEncoder
+from codec.convnext import FrameEncoderConfig
+from codec.model import make_decoder, make_encoder
+from codec.seanet import SEANetConfig
 from codec.streaming import (
     DecodedSignal,
     FileSignal,
@@ -38,6 +39,14 @@ CONFIGS = {
                                 kernel_size=5, residual_kernel_size=5, dilations=(1, 2)),
 }
 TINY_ISTFT = ISTFTConfig(dim=8, hidden=16, depth=2, kernel_size=3)
+ENCODERS = {                        # the SEANet encoders of CONFIGS and frame encoders
+    **{name: CodecConfig(seanet=cfg) for name, cfg in CONFIGS.items()},
+    "frame": CodecConfig(seanet=CONFIGS["default-strides"], encoder="frame",
+                         frame_encoder=FrameEncoderConfig(dim=8, hidden=16, depth=2, kernel_size=3)),
+    "frame-odd-window-3": CodecConfig(seanet=CONFIGS["odd-kernels"], encoder="frame",
+                                      frame_encoder=FrameEncoderConfig(dim=8, hidden=16, depth=3, kernel_size=5,
+                                                                       window_factor=3)),
+}
 DECODERS = {                        # the SEANet decoders of CONFIGS and inverse-STFT decoders
     **{name: CodecConfig(seanet=cfg) for name, cfg in CONFIGS.items()},
     "istft": CodecConfig(seanet=CONFIGS["default-strides"], decoder="istft", istft=TINY_ISTFT),
@@ -53,12 +62,12 @@ def reached(output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     return grad.abs().sum(dim=(0, 1)).nonzero().flatten()
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", ENCODERS)
 def test_encoder_receptive_field_matches_measurement(name):
-    cfg = CONFIGS[name]
+    cfg = ENCODERS[name]
     torch.manual_seed(0)
-    encoder = SEANetEncoder(cfg).double()
-    hop, frames = cfg.hop_length, 40
+    encoder = make_encoder(cfg).double()
+    hop, frames = cfg.seanet.hop_length, 40
     wav = torch.randn(1, 1, frames * hop, dtype=torch.float64, requires_grad=True)
     latent = encoder(wav)                                                  # (1, D, frames)
     a, b = input_span(encoder)
@@ -89,9 +98,14 @@ def test_decoder_receptive_field_matches_measurement(name):
 def test_receptive_field_of_the_default_model():
     # Worked by hand from kernel 7, residual dilations 1/3/9 (kernel 3), strides 2/4/5/8 (kernels 2s):
     # frame j reads samples [320 j - 1815, 320 j + 2126], i.e. 6 frames of context on each side.
-    assert input_span(SEANetEncoder(SEANetConfig())) == (1815, 2126)
-    assert receptive_field_frames(SEANetConfig()) == (6, 6)
-    assert receptive_field_frames(SEANetConfig(causal=True))[1] == 0       # no look-ahead
+    assert input_span(make_encoder(CodecConfig())) == (1815, 2126)
+    assert receptive_field_frames(CodecConfig()) == (6, 6)
+    assert receptive_field_frames(CodecConfig(seanet=SEANetConfig(causal=True)))[1] == 0   # no look-ahead
+    # The default frame encoder: a 640-sample stem centred on its hop ([-160, 479]), then 6 blocks
+    # of kernel 7 reading 3 frames each way: 18 frames.
+    frame = CodecConfig(encoder="frame")
+    assert input_span(make_encoder(frame)) == (18 * 320 + 160, 18 * 320 + 479)
+    assert receptive_field_frames(frame) == (19, 19)
     assert decoder_context_frames(CodecConfig(seanet=SEANetConfig(causal=True)))[1] == 0
     # The default inverse-STFT decoder: input conv and 8 blocks of kernel 7 reach 3 * 9 = 27 frames each
     # way; the head's 1280-sample windows (centred, pad 480) add samples [-479, 799] around a frame.
@@ -235,6 +249,28 @@ def test_chunked_decode_of_the_istft_decoder_is_close_to_whole_decode(istft_mode
         assert torch.allclose(audio, istft_model.decode(part, length=length), rtol=0, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def frame_model(speech) -> Codec:
+    """The frame-rate pair: a frame encoder and an inverse-STFT decoder around a small RVQ."""
+    torch.manual_seed(0)
+    cfg = CodecConfig(seanet=SEANetConfig(latent_dim=16), n_q=4, codebook_size=64, quantizer_dropout=False,
+                      encoder="frame", frame_encoder=FrameEncoderConfig(dim=32, hidden=64, depth=3),
+                      decoder="istft", istft=ISTFTConfig(dim=32, hidden=64, depth=3))
+    return on_speech(Codec(cfg), speech)
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 37, 113])
+def test_chunked_coding_with_the_frame_encoder_equals_whole_file_coding(frame_model, speech, chunk_frames):
+    whole = frame_model.encode(speech)
+    assert whole.unique().numel() > 40
+    chunked = encode_chunked(frame_model, speech, chunk_frames=chunk_frames)
+    assert chunked.shape == whole.shape and chunked.num_samples == speech.shape[-1]
+    assert_only_ties_differ(frame_model, latents(frame_model, speech), whole, chunked)
+    assert (chunked != whole).any(dim=1).sum() <= 6
+    audio = decode_chunked(frame_model, whole, chunk_frames=chunk_frames)
+    assert torch.allclose(audio, frame_model.decode(whole), rtol=0, atol=1e-5)
+
+
 class CountingSignal(TensorSignal):
     """Records the longest window read."""
     longest = 0
@@ -248,7 +284,7 @@ def test_encoding_reads_one_chunk_plus_context_at_a_time(model, speech):
     signal = CountingSignal(speech[0], 16000)
     codes = encode_signal(model, signal, chunk_frames=20)
     assert_only_ties_differ(model, latents(model, speech), model.encode(speech), codes)
-    left, right = receptive_field_frames(model.config.seanet)
+    left, right = receptive_field_frames(model.config)
     assert signal.longest <= (20 + left + right) * 320 < speech.shape[-1] // 10
 
 

@@ -1,9 +1,12 @@
 """Speed of the codec on this machine: encode/decode vs real time, and the RVQ against
 vector-quantize-pytorch's ResidualVQ with the same configuration, side by side.
 
-    python tools/bench_speed.py [--threads 2] [--seconds 10] [--repeats 5]
+    python tools/bench_speed.py [--threads 2] [--seconds 10] [--repeats 5] [--models NAME_OR_DIR ...]
 
-Prints measured figures only; nothing here asserts a target.
+--models times trained models (bundled names or model directories) one after the other in one
+process, so their figures share the machine's state; without it, the default architecture
+(random weights). Each row gives the whole encode and decode and, apart, the encoder and
+decoder networks alone. Prints measured figures only; nothing here asserts a target.
 """
 from __future__ import annotations
 
@@ -29,17 +32,24 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_codec(seconds: float, repeats: int) -> None:
-    model = Codec(CodecConfig()).eval()
-    wav = torch.randn(1, 1, int(seconds * model.sample_rate)) * 0.1
-    with torch.inference_mode():
-        codes = model.encode(wav)
-        t_enc = timed(lambda: model.encode(wav), repeats)
-        t_dec = timed(lambda: model.decode(codes), repeats)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"codec ({params:.2f}M params, {seconds:g} s of {model.sample_rate} Hz audio): "
-          f"encode {t_enc * 1e3:.1f} ms = {seconds / t_enc:.0f}x real time, "
-          f"decode {t_dec * 1e3:.1f} ms = {seconds / t_dec:.0f}x real time")
+def bench_codec(seconds: float, repeats: int, models: list[str]) -> None:
+    import codec
+    named = [(name, codec.load(name).eval()) for name in models] or [("default architecture", Codec(CodecConfig()).eval())]
+    for name, model in named:
+        wav = torch.randn(1, 1, int(seconds * model.sample_rate)) * 0.1
+        with torch.inference_mode():
+            codes = model.encode(wav)
+            latent = model.encoder(wav[..., : codes.shape[-1] * model.hop_length])
+            t_enc = timed(lambda: model.encode(wav), repeats)
+            t_dec = timed(lambda: model.decode(codes), repeats)
+            t_encoder = timed(lambda: model.encoder(wav[..., : latent.shape[-1] * model.hop_length]), repeats)
+            t_decoder = timed(lambda: model.decoder(latent), repeats)
+        params = {part: sum(p.numel() for p in getattr(model, part).parameters()) / 1e6 for part in ("encoder", "decoder")}
+        print(f"{name} ({model.config.decoder} decoder; encoder {params['encoder']:.2f}M, decoder "
+              f"{params['decoder']:.2f}M params; {seconds:g} s of {model.sample_rate} Hz audio): "
+              f"encode {seconds / t_enc:.0f}x real time, decode {seconds / t_dec:.0f}x, "
+              f"encode + decode {seconds / (t_enc + t_dec):.0f}x; networks alone: encoder {seconds / t_encoder:.0f}x, "
+              f"decoder {seconds / t_decoder:.0f}x")
 
 
 def rvq_steps(rvq, x: torch.Tensor, ours: bool):
@@ -93,13 +103,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", choices=["codec", "rvq"], default=None)
+    parser.add_argument("--models", nargs="*", default=[], help="bundled model names or model directories")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tuned = keep_freed_memory()          # as the codec command does
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, freed memory kept: {tuned}")
     if args.only in (None, "codec"):
-        bench_codec(args.seconds, args.repeats)
+        bench_codec(args.seconds, args.repeats, args.models)
     if args.only in (None, "rvq"):
         bench_rvq(args.repeats)
 
