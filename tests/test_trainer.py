@@ -197,7 +197,7 @@ def test_recipes_override_their_base_and_every_shipped_recipe_loads():
     assert (rvq.model.bottleneck, vae.model.bottleneck) == ("rvq", "vae")
     assert rvq.model.seanet == vae.model.seanet and rvq.train == vae.train      # same budget
     assert vae.loss.mse == 1.0 and rvq.loss.mse == 0.0
-    for path in sorted((ROOT / "recipes").glob("*.toml")):
+    for path in sorted((ROOT / "recipes").rglob("*.toml")):          # ablations/ too
         recipe = load_recipe(path)
         assert recipe.data.sample_rate == recipe.model.sample_rate, path.name
     assert parse_override("train.steps=5") == {"train": {"steps": 5}}
