@@ -31,6 +31,9 @@ _SUFFIX_FORMATS = {
 }
 
 
+MAX_SAMPLE_RATE = 768_000     # the highest rate any audio file or resampling may have (DXD is 352.8 kHz)
+
+
 class AudioError(ValueError):
     """A file that cannot be read or written as audio, or samples that are not audio."""
 
@@ -67,7 +70,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"cannot read {path} as audio: {err}") from None
-    return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))
+    return AudioInfo(_file_rate(path, info.samplerate), int(info.frames), int(info.channels))
 
 
 def load_audio(
@@ -82,6 +85,7 @@ def load_audio(
     path = Path(path)
     _check_file(path)
     try:
+        _file_rate(path, sf.info(str(path)).samplerate)     # before reading: an absurd rate is refused cheaply
         data, sample_rate = sf.read(
             str(path), start=start, frames=-1 if frames is None else frames,
             dtype="float32", always_2d=True,
@@ -118,6 +122,15 @@ def resampled_length(frames: int, from_sr: int, to_sr: int) -> int:
 def _rate(sample_rate: int) -> int:
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise AudioError(f"sample rate must be a positive integer, got {sample_rate!r}")
+    if sample_rate > MAX_SAMPLE_RATE:
+        raise AudioError(f"sample rate {int(sample_rate)} Hz is above the {MAX_SAMPLE_RATE} Hz this codec handles")
+    return int(sample_rate)
+
+
+def _file_rate(path: Path, sample_rate: int) -> int:
+    if not 1 <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path} claims a sample rate of {sample_rate} Hz; audio files must be "
+                         f"1 to {MAX_SAMPLE_RATE} Hz")
     return int(sample_rate)
 
 

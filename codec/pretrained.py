@@ -14,12 +14,20 @@ def available() -> list[str]:
                   if not p.name.startswith(".") and (p / "model.safetensors").is_file())   # "." : tools' temporaries
 
 
+def _exists(path: Path) -> bool:
+    """path.exists(), with names the file system cannot hold (too long, NUL bytes) as absent."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def resolve(name_or_path) -> Path:
     """A bundled model's directory by name, or the given path."""
     path = Path(name_or_path)
-    if path.exists():
+    if _exists(path):
         return path
-    if (PRETRAINED_DIR / str(name_or_path)).is_dir() and str(name_or_path) in available():
+    if str(name_or_path) in available():
         return PRETRAINED_DIR / str(name_or_path)
     from codec.checkpoint import CheckpointError
     names = ", ".join(available()) or "none are installed"

@@ -119,6 +119,25 @@ def test_resample_rejects_bad_rates():
         resample(torch.zeros(1, 10), 16000, 0)
     with raises_audio_error("positive integer"):
         resample(torch.zeros(1, 10), 44100.5, 16000)
+    with raises_audio_error("9999991 Hz is above the 768000 Hz"):
+        resample(torch.zeros(1, 10), 16000, 9_999_991)          # would need a 640 GB kernel
+
+
+@pytest.mark.parametrize("rate", [0, 768_001, 2_000_000_001])
+def test_a_header_claiming_an_absurd_rate_is_a_one_line_error(tmp_path, rate):
+    import struct
+    path = tmp_path / "absurd.wav"
+    sf.write(path, np.zeros(16000, dtype=np.float32), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    fmt = data.index(b"fmt ")
+    struct.pack_into("<II", data, fmt + 12, rate, min(2 * rate, 2**32 - 1))   # sample rate, bytes per second
+    path.write_bytes(bytes(data))
+    message = f"claims a sample rate of {rate} Hz; audio files must be 1 to 768000 Hz"
+    if rate:                                      # libsndfile itself refuses a rate of 0
+        with raises_audio_error(message):
+            audio_info(path)
+    with raises_audio_error(message if rate else "cannot read"):
+        load_audio(path)
 
 
 # ----------------------------------------------------------------------- mono

@@ -119,3 +119,9 @@ def test_fingerprint_ignores_the_ema_sums_but_not_the_codebook(trained):
     with torch.no_grad():
         buffers[trained.training_only_keys()[0].replace("embed_sum", "embed")][0, 0] += 1e-3
     assert trained.fingerprint() != before
+
+
+@pytest.mark.parametrize("name", ["m" * 300, "a\x00b", "x/" * 3000], ids=["too-long", "nul", "deep"])
+def test_a_model_name_the_file_system_cannot_hold_is_a_checkpoint_error(name):
+    with pytest.raises(CheckpointError, match="no such model file or directory, and no bundled model"):
+        codec.load(name)
