@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,10 @@ _SUFFIX_FORMATS = {
 
 
 MAX_SAMPLE_RATE = 768_000     # the highest rate any audio file or resampling may have (DXD is 352.8 kHz)
+
+
+class ClippingWarning(UserWarning):
+    """Samples beyond full scale were clipped on writing an integer-sample file."""
 
 
 class AudioError(ValueError):
@@ -186,14 +191,24 @@ def write_audio_blocks(path: str | os.PathLike, sample_rate: int, channels: int,
     if not path.parent.is_dir():
         raise AudioError(f"folder does not exist: {path.parent}")
     clip = not ("FLOAT" in subtype or "DOUBLE" in subtype)
+    peak, clipped = 0.0, 0
     try:
         with atomic_path(path, overwrite) as tmp, sf.SoundFile(tmp, "w", _rate(sample_rate), channels, subtype,
                                                     format=fmt) as f:
             for block in blocks:
                 if not torch.isfinite(block).all():
                     raise AudioError("refusing to save NaN or infinite samples")
+                if clip:
+                    over = block.abs() > 1.0
+                    if over.any():
+                        clipped += int(over.sum())
+                        peak = max(peak, float(block.abs().max()))
                 f.write((block.clamp(-1.0, 1.0) if clip else block).numpy().T)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         if isinstance(err, AudioError):
             raise
         raise AudioError(f"cannot write {path}: {err}") from None
+    if clipped:
+        warnings.warn(ClippingWarning(
+            f"{path}: {clipped} samples beyond full scale were clipped (peak {peak:.2f}, "
+            f"{20 * math.log10(peak):+.1f} dBFS)"), stacklevel=2)

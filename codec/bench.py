@@ -32,6 +32,7 @@ import math
 import multiprocessing
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from codec import classic, report
-from codec.audio import AudioError, load_audio, resample, save_audio, to_mono
+from codec.audio import AudioError, ClippingWarning, load_audio, resample, save_audio, to_mono
 from codec.checkpoint import CheckpointError
 from codec.data import audio_files
 from codec.fileio import atomic_write
@@ -392,7 +393,9 @@ def evaluate(task: Task) -> dict:
         scores = compute_metrics(ref, decoded.audio, sample_rate, clip.kind, task.metrics, task.visqol_level)
     except (ValueError, IndexError, RuntimeError) as err:   # a metric package failing on this clip
         raise BenchError(f"{clip.path}, {system.id}: a metric failed: {type(err).__name__}: {err}") from None
-    save_audio(Path(task.out) / task.audio_rel, torch.as_tensor(decoded.audio).float(), sample_rate)
+    with warnings.catch_warnings():             # clipping is part of what is measured
+        warnings.simplefilter("ignore", ClippingWarning)
+        save_audio(Path(task.out) / task.audio_rel, torch.as_tensor(decoded.audio).float(), sample_rate)
     row = {"clip": clip.id, "kind": clip.kind, "duration_s": len(ref) / sample_rate, "sample_rate": sample_rate,
            "system": system.id, "curve": system.curve, "family": system.family, "setting": system.setting,
            "order": system.order, "n_q": system.n_q, "nominal_kbps": decoded.nominal_bps / 1000,
@@ -471,7 +474,9 @@ def _save_references(clips: list[Clip], out: Path) -> None:
         path = out / report.audio_path(clip.id, report.REFERENCE)
         path.parent.mkdir(parents=True, exist_ok=True)
         ref, sample_rate = load_reference(clip)
-        save_audio(path, torch.as_tensor(ref).float(), sample_rate)
+        with warnings.catch_warnings():             # clipping is part of what is measured
+            warnings.simplefilter("ignore", ClippingWarning)
+            save_audio(path, torch.as_tensor(ref).float(), sample_rate)
 
 
 def _compute(todo: list[Task], jobs: int, bar: tqdm) -> list[dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -202,8 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line are one line, like its errors."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     keep_freed_memory()
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         args = build_parser().parse_args(argv)
         return HANDLERS[args.command](args)
@@ -215,3 +222,5 @@ def _main(argv: Sequence[str] | None) -> int:
     except EXPECTED_ERRORS as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = shown

@@ -71,7 +71,8 @@ def test_lossy_ogg_keeps_the_waveform(tmp_path, speech_wav):
 
 
 def test_integer_subtypes_clip_instead_of_wrapping(tmp_path):
-    save_audio(tmp_path / "loud.wav", torch.tensor([[1.5, -1.5, 0.25]]), 8000)
+    with pytest.warns(codec.audio.ClippingWarning, match="2 samples beyond full scale"):
+        save_audio(tmp_path / "loud.wav", torch.tensor([[1.5, -1.5, 0.25]]), 8000)
     loaded, _ = load_audio(tmp_path / "loud.wav")
     assert loaded[0, 0] > 0.99 and loaded[0, 1] == -1.0 and loaded[0, 2] == 0.25
 
@@ -238,3 +239,18 @@ def test_interrupted_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeyp
     assert type(info.value) is (AudioError if isinstance(error, RuntimeError) else KeyboardInterrupt)
     assert [p.name for p in tmp_path.iterdir()] == ["x.wav"]
     assert target.read_bytes() == before
+
+
+# ---------------------------------------------------------------- clipping
+def test_clipping_on_writing_integer_samples_is_reported_with_the_peak(tmp_path):
+    wav = torch.tensor([[0.5, 2.0, -3.0, 1.5, -1.0]])
+    with pytest.warns(codec.audio.ClippingWarning,
+                      match=r"3 samples beyond full scale were clipped \(peak 3\.00, \+9\.5 dBFS\)"):
+        save_audio(tmp_path / "loud.wav", wav, 16000)
+    assert load_audio(tmp_path / "loud.wav")[0].abs().max() <= 1.0
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                     # any warning fails the test
+        save_audio(tmp_path / "float.wav", wav, 16000, subtype="FLOAT")   # float keeps them: no warning
+        save_audio(tmp_path / "quiet.wav", wav / 3, 16000)                 # peak exactly 1: nothing clipped
+    assert torch.equal(load_audio(tmp_path / "float.wav")[0], wav)

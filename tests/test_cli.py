@@ -5,6 +5,7 @@ encoding two of them (as training does), is saved to a temporary folder and pass
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -420,3 +421,18 @@ def test_python_dash_m_codec_runs_the_cli(tmp_path, models, speech_wav):
     bad = run("info", tmp_path / "missing.rvqt")
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr == f"codec: error: no such token file: {tmp_path / 'missing.rvqt'}\n"
+
+
+def test_decoding_that_clips_says_so_in_one_line(tmp_path, capsys, models, speech_wav):
+    loud = codec.load(models["tiny"])
+    with torch.no_grad():
+        loud.decoder.net[-1].conv.parametrizations.weight.original0.mul_(1000.0)   # the output layer's gain
+    folder = loud.save(tmp_path / "loud")
+    tokens, out = tmp_path / "speech.rvqt", tmp_path / "speech.wav"
+    assert cli(capsys, "encode", speech_wav, tokens, "--model", folder)[0] == 0
+    code, stdout, err = cli(capsys, "decode", tokens, out, "-q")
+    lines = err.strip().splitlines()
+    assert code == 0 and len(lines) == 1, err
+    assert re.fullmatch(r"codec: warning: .*speech\.wav: \d+ samples beyond full scale were clipped "
+                        r"\(peak \d+\.\d\d, \+\d+\.\d dBFS\)", lines[0]), lines[0]
+    assert load_audio(out)[0].abs().max() <= 1.0
