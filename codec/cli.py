@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -208,19 +210,32 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every output being written is removed on the way out."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def _main(argv: Sequence[str] | None) -> int:
     keep_freed_memory()
     shown, warnings.showwarning = warnings.showwarning, _show_warning
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         args = build_parser().parse_args(argv)
         return HANDLERS[args.command](args)
     except SystemExit as exit_:                      # argparse: --help (0) or a usage error (2)
         return 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(f"{PROG}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except EXPECTED_ERRORS as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 1
     finally:
         warnings.showwarning = shown
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)

@@ -436,3 +436,21 @@ def test_decoding_that_clips_says_so_in_one_line(tmp_path, capsys, models, speec
     assert re.fullmatch(r"codec: warning: .*speech\.wav: \d+ samples beyond full scale were clipped "
                         r"\(peak \d+\.\d\d, \+\d+\.\d dBFS\)", lines[0]), lines[0]
     assert load_audio(out)[0].abs().max() <= 1.0
+
+
+def test_sigterm_while_decoding_leaves_no_partial_file(tmp_path, capsys, models, speech_wav):
+    tokens, out = tmp_path / "speech.rvqt", tmp_path / "speech.wav"
+    assert cli(capsys, "encode", speech_wav, tokens, "--model", models["tiny"])[0] == 0
+    script = (                       # SIGTERM arrives while the first block is being written
+        "import os, signal, sys, soundfile\n"
+        "write = soundfile.SoundFile.write\n"
+        "def write_then_term(self, data):\n"
+        "    write(self, data)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "soundfile.SoundFile.write = write_then_term\n"
+        "from codec.cli import main\n"
+        f"sys.exit(main(['decode', {str(tokens)!r}, {str(out)!r}, '-q']))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 143, (run.returncode, run.stderr)
+    assert run.stderr.strip() == "codec: terminated"
+    assert files(tmp_path) == {"speech.rvqt"}                 # no output, no hidden temporary
