@@ -13,6 +13,7 @@ reader turns it into its own error. See docs/token_format.md for the byte-level 
 from __future__ import annotations
 
 import hashlib
+import math
 
 import constriction
 import numpy as np
@@ -22,7 +23,11 @@ import numpy as np
 # therefore bound how many symbols a payload of a given size can hold, before decoding it.
 MAX_SYMBOL_PROBABILITY = 0.98
 MIN_BITS_PER_SYMBOL = 1.0 / 64.0
-RANGE_CODER_SLACK_SYMBOLS = 4096  # covers the coder's constant overhead (64 bits at 1/64 bit)
+RANGE_CODER_STATE_BITS = 64  # the information a range decoder holds beyond the words it has read
+RANGE_CODER_SLACK_SYMBOLS = 4096  # RANGE_CODER_STATE_BITS at MIN_BITS_PER_SYMBOL: symbols a coder
+                                  # may still decode once it has read its last word
+_QUANTISATION_MARGIN = 2.0**-12   # constriction quantises probabilities to 24 bits; far above that
+DECODE_CHUNK = 1 << 16            # symbols decoded between two checks for the end of the payload
 
 
 class PayloadError(ValueError):
@@ -78,9 +83,31 @@ def entropy_model_id(counts: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def max_coded_symbols(payload_bytes: int) -> int:
-    """The most symbols an entropy-coded payload of this many bytes can hold."""
-    return int(payload_bytes * 8 / MIN_BITS_PER_SYMBOL) + RANGE_CODER_SLACK_SYMBOLS
+def min_bits_per_symbol(probs: np.ndarray | None = None, n_q: int | None = None) -> float:
+    """The fewest bits any symbol can cost: the bound behind :func:`max_coded_symbols`.
+
+    Without probs, the format's floor (MIN_BITS_PER_SYMBOL). With probs ((n_q_model, K)), the
+    cost of the likeliest symbol of the first n_q codebooks as the coder quantises it, less a
+    margin for that quantisation, and never below the floor: a nearly flat 1024-symbol model
+    gives about 6.6 bits, so a payload can claim some 8x its bits in codes, not 512x.
+    """
+    if probs is None:
+        return MIN_BITS_PER_SYMBOL
+    probs = np.asarray(probs, dtype=np.float64)
+    rows = probs[: probs.shape[0] if n_q is None else n_q]
+    top = max(float(np.max(_coder_probabilities(row))) for row in rows)
+    top = min(1.0, top + _QUANTISATION_MARGIN)
+    return max(MIN_BITS_PER_SYMBOL, -math.log2(top))
+
+
+def max_coded_symbols(payload_bytes: int, probs: np.ndarray | None = None, n_q: int | None = None) -> int:
+    """The most symbols an entropy-coded payload of this many bytes can hold.
+
+    With the probabilities it was coded with, the bound is the model's own (see
+    :func:`min_bits_per_symbol`); without them, the format's loose one.
+    """
+    bits = min_bits_per_symbol(probs, n_q)
+    return int(payload_bytes * 8 / bits) + math.ceil(RANGE_CODER_STATE_BITS / bits)
 
 
 # ---------------------------------------------------------------- entropy coding
@@ -140,20 +167,33 @@ def decode_codes(data: bytes, shape: tuple[int, int, int], probs: np.ndarray) ->
     per_codebook = channels * frames
     if len(data) % 4:
         raise PayloadError(f"entropy-coded payload of {len(data)} bytes is not whole 32-bit words")
-    if per_codebook * n_q > max_coded_symbols(len(data)):
-        raise PayloadError(f"{per_codebook * n_q} codes cannot fit in {len(data)} coded bytes")
     models = _codebook_models(probs, n_q)
+    limit = max_coded_symbols(len(data), probs, n_q)
+    if per_codebook * n_q > limit:
+        raise PayloadError(f"{per_codebook * n_q} codes cannot fit in {len(data)} coded bytes "
+                           f"(this entropy model codes at most {limit})")
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)  # (len(data) // 4,)
     decoder = constriction.stream.queue.RangeDecoder(words)
-    codes = np.empty((n_q, channels, frames), dtype=np.int64)  # codebook-major, as coded
+    codes = np.empty((n_q, per_codebook), dtype=np.int64)  # codebook-major, as coded; <= limit codes
     try:
+        after_end = 0  # symbols decoded since the decoder read its last word
         for q, model in enumerate(models):
-            codes[q] = decoder.decode(model, per_codebook).reshape(channels, frames)
+            for start in range(0, per_codebook, DECODE_CHUNK):
+                stop = min(start + DECODE_CHUNK, per_codebook)
+                exhausted = decoder.maybe_exhausted()
+                codes[q, start:stop] = decoder.decode(model, stop - start)
+                if exhausted:
+                    after_end += stop - start
+                    if after_end > RANGE_CODER_SLACK_SYMBOLS:
+                        raise PayloadError(f"entropy-coded payload ends before its {per_codebook * n_q} codes")
         exhausted = decoder.maybe_exhausted()
+    except PayloadError:
+        raise
     except Exception as err:  # constriction's own error types are not part of its API
         raise PayloadError(f"entropy-coded payload is corrupt: {err}") from err
     if not exhausted:
         raise PayloadError("entropy-coded payload has data left after the last code")
+    codes = codes.reshape(n_q, channels, frames)
     _check_code_range(codes, np.asarray(probs).shape[1], error=PayloadError)
     codes = np.ascontiguousarray(codes.transpose(1, 0, 2))  # (C, n_q, F)
     # The range decoder can end "exhausted" with one spare word after the last symbol; only the

@@ -42,10 +42,11 @@ MAGIC = b"RVQT"
 FORMAT_VERSION = 2  # the version written; READ_VERSIONS are read
 READ_VERSIONS = (1, 2)
 MAX_HEADER_BYTES = 1 << 16
-MAX_CHANNELS = 256
+MAX_CHANNELS = 64          # each decodes to its own full-length signal
 MAX_N_Q = 256
 MAX_CODEBOOK_SIZE = 1 << 20
-MAX_SAMPLE_RATE = 10_000_000
+MAX_SAMPLE_RATE = 768_000  # = codec.audio.MAX_SAMPLE_RATE: no audio file or resampling goes higher
+MAX_SAMPLES = 1 << 40      # num_samples, per channel (16 days at 768 kHz)
 MAX_CODES = 1 << 31  # channels * n_q * num_frames, whatever the payload size
 MAX_STRING_BYTES = 4096  # model name, fingerprint, entropy model id: each, as UTF-8
 
@@ -92,7 +93,7 @@ _INT_BOUNDS = {
     "model_sample_rate": (1, MAX_SAMPLE_RATE),
     "sample_rate": (1, MAX_SAMPLE_RATE),
     "channels": (1, MAX_CHANNELS),
-    "num_samples": (0, 2**63 - 1),
+    "num_samples": (0, MAX_SAMPLES),
     "n_q": (1, MAX_N_Q),
     "codebook_size": (2, MAX_CODEBOOK_SIZE),
     "num_frames": (0, MAX_CODES),
@@ -307,8 +308,11 @@ def _lookup_probs(header: TokenHeader, probs_lookup: ProbsLookup | None) -> np.n
     return probs
 
 
-def _check_payload_size(header: TokenHeader, payload_len: int) -> None:
-    """Raise TokenFileError unless the payload can hold exactly/at most the header's codes."""
+def _check_payload_size(header: TokenHeader, payload_len: int, probs: np.ndarray | None = None) -> None:
+    """Raise TokenFileError unless the payload can hold exactly/at most the header's codes.
+
+    For an entropy-coded payload, probs (the model it was coded with) tighten the bound from
+    the format's 512 codes per byte to the model's own (about 1.2 for speech16k)."""
     if not header.entropy_model:
         expected = packed_size(header.num_codes, header.codebook_size)
         if payload_len != expected:
@@ -316,10 +320,12 @@ def _check_payload_size(header: TokenHeader, payload_len: int) -> None:
                 f"bit-packed payload is {payload_len} bytes; {header.num_codes} codes "
                 f"of codebook size {header.codebook_size} need exactly {expected}"
             )
-    elif header.num_codes > max_coded_symbols(payload_len):
+        return
+    limit = max_coded_symbols(payload_len, probs, None if probs is None else header.n_q)
+    if header.num_codes > limit:
         raise TokenFileError(
             f"header claims {header.num_codes} codes; an entropy-coded payload of "
-            f"{payload_len} bytes holds at most {max_coded_symbols(payload_len)}"
+            f"{payload_len} bytes holds at most {limit}"
         )
 
 
@@ -332,6 +338,7 @@ def _decode_payload(
         if not header.entropy_model:
             return unpack_codes(payload, header.codes_shape, header.codebook_size)
         probs = _lookup_probs(header, probs_lookup)
+        _check_payload_size(header, len(payload), probs)
         return decode_codes(payload, header.codes_shape, probs)
     except PayloadError as err:
         raise TokenFileError(str(err)) from err
@@ -364,7 +371,7 @@ def encode_token_bytes(
                 f"codebook size {header.codebook_size}"
             )
         payload = encode_codes(codes, stats_probs)
-    _check_payload_size(header, len(payload))  # what we write, we can read
+    _check_payload_size(header, len(payload), stats_probs)  # what we write, we can read
     return _frame(header, payload)
 
 

@@ -59,3 +59,27 @@ def ddp_bypass_worker(rank: int, world: int, init_file: str, out_dir: str, steps
     with open(f"{out_dir}/rank{rank}.json", "w") as f:
         json.dump(masks, f)
     dist.destroy_process_group()
+
+
+# A child process that imports what it needs, then caps its own address space at what it has
+# mapped plus ``headroom`` bytes before it runs the code under test: an allocation that grows
+# with a number an input claims fails there with a MemoryError instead of taking the machine down.
+_LIMITED_PREAMBLE = """
+import resource, sys
+{imports}
+def _mapped():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (_mapped() + {headroom}, resource.RLIM_INFINITY))
+"""
+
+
+def run_with_memory_headroom(imports: str, code: str, headroom: int, timeout: float = 120):
+    """Runs ``code`` in a fresh Python after ``imports``, with only ``headroom`` more bytes of
+    address space; returns the CompletedProcess (stdout and stderr as text)."""
+    import subprocess
+    import sys
+    script = _LIMITED_PREAMBLE.format(imports=imports, headroom=int(headroom)) + code
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codec import tokenfile
+from helpers import run_with_memory_headroom
 from codec.entropy import (
     PayloadError,
     bits_per_code,
@@ -392,7 +393,11 @@ V2_BASE_INTS = len(b"".join(slow_varint(V2_BASE[name]) for name in V2_INTS))  # 
         (v2_header(V2_BASE | {"n_q": 0}), r"'n_q' = 0 is outside"),
         (v2_header(V2_BASE | {"codebook_size": 1}), r"'codebook_size' = 1 is outside"),
         (v2_header(V2_BASE | {"num_samples": 2**64}), r"'num_samples' = 18446744073709551616 is outside"),
-        (v2_header(V2_BASE | {"channels": 256, "n_q": 256, "num_frames": 2**30}), "more than 2147483648"),
+        (v2_header(V2_BASE | {"channels": 64, "n_q": 256, "num_frames": 2**30}), "more than 2147483648"),
+        (v2_header(V2_BASE | {"sample_rate": 9_999_991}), r"'sample_rate' = 9999991 is outside \[1, 768000\]"),
+        (v2_header(V2_BASE | {"model_sample_rate": 768_001}), r"'model_sample_rate' = 768001 is outside"),
+        (v2_header(V2_BASE | {"channels": 65}), r"'channels' = 65 is outside \[1, 64\]"),
+        (v2_header(V2_BASE | {"num_samples": 2**40 + 1}), r"'num_samples' = 1099511627777 is outside"),
         (v2_header(V2_BASE)[:3], "header ends inside header field 'sample_rate'"),
         (v2_header(V2_BASE)[:-1], "header ends inside the length of header field 'entropy_model'"),
         (v2_header(V2_BASE)[:-2], r"'model_fingerprint' claims 8 bytes but only 7 remain"),
@@ -440,7 +445,7 @@ def test_stats_of_wrong_shape(coded_file):
         ({"num_frames": 5.0}, "'num_frames' must be int"),
         ({"model_name": 3}, "'model_name' must be str"),
         ({"codebook_size": 1}, "'codebook_size' = 1 is outside"),
-        ({"channels": 256, "n_q": 256, "num_frames": 2**30}, "more than 2147483648"),
+        ({"channels": 64, "n_q": 256, "num_frames": 2**30}, "more than 2147483648"),
     ],
 )
 def test_header_fields_are_validated(changes, message):
@@ -646,3 +651,77 @@ def test_failed_overwrite_keeps_the_old_file(tmp_path, monkeypatch, rng):
     with pytest.raises(OSError):
         write_token_file(path, make_header(), codes + 1)
     assert path.read_bytes() == old and os.listdir(tmp_path) == ["out.rvqt"]
+
+
+# ---------------------------------------------------------------- memory bounded by the input
+
+
+def flat_model(n_q: int = 8, K: int = 1024) -> tuple[str, np.ndarray]:
+    counts = np.full((n_q, K), 100, dtype=np.int64)
+    return entropy_model_id(counts), probabilities_from_counts(counts)
+
+
+def test_model_bound_is_tight_and_holds_for_real_payloads(rng):
+    """max_coded_symbols with the model: within 1.3x of what a flat model can really code, and
+    never below what a payload of random codes holds."""
+    model_id, probs = flat_model(n_q=4)
+    for frames in (1, 50, 3000):
+        codes = rng.integers(0, 1024, size=(2, 4, frames))
+        data = encode_token_bytes(make_header(2, 4, 1024, frames, model_id), codes, probs)
+        payload_bytes = len(payload_of(data))
+        assert codes.size <= max_coded_symbols(payload_bytes, probs, 4)
+        assert max_coded_symbols(payload_bytes, probs, 4) <= 1.3 * payload_bytes * 8 / 10 + 64
+        _, decoded = decode_token_bytes(data, {model_id: probs})
+        np.testing.assert_array_equal(decoded, codes)
+    assert max_coded_symbols(1000, probs, 4) < max_coded_symbols(1000) / 50   # the format's loose bound
+
+
+@pytest.mark.parametrize("payload_bytes", [4 << 20, 256 << 10])
+def test_a_zero_payload_claiming_huge_counts_fails_in_bounded_memory(tmp_path, payload_bytes):
+    """Issue 31 row 1: a checksummed file whose header claims as many codes as the format's loose
+    bound allows. The reader must refuse it with 256 MiB of address space to spare (it used to
+    allocate 8 bytes per claimed code: 16 GiB for the 4 MiB file)."""
+    model_id, probs = flat_model()
+    n_q = 8
+    frames = min(tokenfile.MAX_CODES, max_coded_symbols(payload_bytes)) // n_q
+    header = make_header(1, n_q, 1024, frames, model_id)
+    path = tmp_path / "hostile.rvqt"
+    path.write_bytes(frame_v2(header, bytes(payload_bytes)))
+    np.save(tmp_path / "probs.npy", probs)
+    result = run_with_memory_headroom(
+        "import numpy as np\nfrom codec.tokenfile import read_token_file, TokenFileError",
+        f"probs = np.load({str(tmp_path / 'probs.npy')!r})\n"
+        "try:\n"
+        f"    read_token_file({str(path)!r}, {{{model_id!r}: probs}})\n"
+        "except TokenFileError as err:\n"
+        "    print('TokenFileError:', err)\n",
+        headroom=256 << 20)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("TokenFileError: header claims"), result.stdout
+
+
+def test_decoding_stops_at_the_end_of_a_short_payload():
+    """A payload too short for its header's codes is refused as soon as the decoder runs past
+    its last word, not after decoding every claimed code. The model makes its last symbol 98%
+    likely, so the bound allows ~275 codes a byte, while zero words decode to symbol 0, which
+    costs ~17 bits: the decoder runs out of words after a fiftieth of the claimed codes."""
+    counts = np.ones((1, 1024), dtype=np.int64)
+    counts[0, -1] = 10**9
+    model_id, probs = entropy_model_id(counts), probabilities_from_counts(counts)
+    payload = bytes(4000)
+    frames = max_coded_symbols(len(payload), probs, 1)
+    with pytest.raises(TokenFileError, match="ends before its"):
+        decode_token_bytes(frame_v2(make_header(1, 1, 1024, frames, model_id), payload), {model_id: probs})
+
+
+@pytest.mark.parametrize("changes", [{"sample_rate": 10**7}, {"channels": 256}, {"num_samples": 2**41}])
+def test_the_writer_refuses_what_the_reader_refuses(changes, rng):
+    header = dataclasses.replace(make_header(1, 2, 1000, 5), **changes)
+    codes = rng.integers(0, 1000, size=header.codes_shape)
+    with pytest.raises(TokenFileError, match="is outside"):
+        encode_token_bytes(header, codes)
+
+
+def test_token_and_audio_rate_limits_agree():
+    from codec.audio import MAX_SAMPLE_RATE
+    assert tokenfile.MAX_SAMPLE_RATE == MAX_SAMPLE_RATE
