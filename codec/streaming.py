@@ -52,7 +52,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from codec.audio import AudioError, audio_info, load_audio, resample, write_audio_blocks
+from codec.audio import AudioError, kernel_width, audio_info, load_audio, resample, write_audio_blocks
 from codec.convnext import ChannelNorm, ConvNeXtBlock, FrameEncoder
 from codec.istft import ISTFTDecoder, ISTFTHead
 from codec.layers import ELU, Conv1d, ConvTranspose1d, ResidualUnit, Snake
@@ -237,7 +237,7 @@ class ResampledSignal(Signal):
         self.source, self.sample_rate, self.channels = source, int(sample_rate), source.channels
         g = math.gcd(source.sample_rate, self.sample_rate)
         self.down, self.up = source.sample_rate // g, self.sample_rate // g
-        width = math.ceil(6 * self.down / (min(self.up, self.down) * 0.99))   # torchaudio's defaults
+        width = kernel_width(self.down, self.up)                        # the filter's reach
         self.margin = (-(-width // self.down) + 1) * self.down
         full = -(-source.length * self.up // self.down)
         self.length = full if length is None else min(int(length), full)

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 
 import codec.audio
-from codec.audio import AudioError, audio_info, load_audio, resample, resampled_length, save_audio, to_mono
+from codec.audio import (AudioError, audio_info, load_audio, resample, resampled_length, save_audio, sinc_resample,
+                         to_mono)
+from helpers import run_with_memory_headroom
 
 PCM16_STEP = 1.0 / 32768  # libsndfile's float <-> int16 round trip is within one step
 
@@ -108,6 +111,40 @@ def test_resampled_sine_matches_the_exact_sine(from_sr, to_sr):
     exact = sine(1000.0, to_sr, 0.5)
     interior = slice(200, -200)  # away from the zero padding at the ends
     assert (y[0, interior] - exact[interior]).abs().max() < 2e-3
+
+
+COMMON_RATES = [8000, 16000, 22050, 24000, 44100, 48000, 96000]
+
+
+@pytest.mark.parametrize("from_sr", COMMON_RATES)
+@pytest.mark.parametrize("to_sr", [16000, 24000, 44100, 48000])
+def test_sinc_resample_equals_torchaudio_on_common_rates(from_sr, to_sr):
+    """The tap-by-tap filter of odd rate pairs is torchaudio's: equal to 1e-4 on unit noise."""
+    if from_sr == to_sr:
+        return
+    x = torch.randn(2, 2345, generator=torch.Generator().manual_seed(from_sr + to_sr))
+    g = math.gcd(from_sr, to_sr)
+    expected = torchaudio.functional.resample(x, from_sr, to_sr)
+    got = sinc_resample(x, from_sr // g, to_sr // g)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("from_sr,to_sr", [(44101, 16000), (16000, 44101), (8001, 16000), (11127, 16000)])
+def test_coprime_rates_resample_a_second_in_bounded_memory(from_sr, to_sr):
+    """Issue 31 row 2: with 300 MiB of address space to spare (torchaudio's kernel for 44101 Hz
+    alone is 2.8 GB), a second of audio resamples to the right length and keeps a 1 kHz tone."""
+    result = run_with_memory_headroom(
+        "import math, torch\nfrom codec.audio import resample, resampled_length",
+        f"t = torch.arange({from_sr}) / {from_sr}\n"
+        "x = torch.sin(2 * math.pi * 1000 * t)[None]\n"
+        f"y = resample(x, {from_sr}, {to_sr})\n"
+        f"exact = torch.sin(2 * math.pi * 1000 * torch.arange(y.shape[1]) / {to_sr})\n"
+        f"assert y.shape[1] == resampled_length({from_sr}, {from_sr}, {to_sr})\n"
+        "print(float((y[0, 200:-200] - exact[200:-200]).abs().max()))\n",
+        headroom=300 << 20)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout) < 2e-3
 
 
 def test_resample_same_rate_is_identity():

@@ -298,7 +298,8 @@ def test_decoded_signal_reads_any_window_exactly(model, speech):
 
 
 # ---------------------------------------------------------------- signals and writing
-@pytest.mark.parametrize("rates", [(44100, 16000), (16000, 44100), (22050, 16000), (8000, 16000), (16000, 16000)])
+@pytest.mark.parametrize("rates", [(44100, 16000), (16000, 44100), (22050, 16000), (8000, 16000), (16000, 16000),
+                                   (44101, 16000), (16000, 8001)])   # coprime: sinc_resample
 def test_resampled_windows_equal_whole_file_resampling(speech, rates):
     src, dst = rates
     wav = resample(speech[0, :, :40000], 16000, src)                       # real speech at the source rate
