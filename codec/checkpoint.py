@@ -54,6 +54,10 @@ def _model_files(path: Path) -> tuple[Path, Path]:
     return path, path.with_name(CONFIG)
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def load_model(path, map_location: str = "cpu"):
     """Load a model directory (or its .safetensors file with config.json beside it)."""
     from codec.model import Codec, CodecConfig
@@ -63,14 +67,24 @@ def load_model(path, map_location: str = "cpu"):
         if not f.is_file():
             raise CheckpointError(f"{f}: no such file")
     try:
-        config = CodecConfig.from_dict(json.loads(config_path.read_text()))
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{config_path}: invalid model config: {e}") from None
+        config = CodecConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        with torch.device("meta"):                  # the model's shape, without its memory
+            skeleton = Codec(config)
+    except (ValueError, TypeError, RecursionError, RuntimeError) as e:
+        raise CheckpointError(f"{config_path}: invalid model config: {_first_line(e)}") from None
+    skip = set(skeleton.training_only_keys())
+    needed = sum(t.numel() * t.element_size() for k, t in skeleton.state_dict().items() if k not in skip)
+    if needed > weights.stat().st_size:
+        raise CheckpointError(f"{config_path}: the config describes {needed:,} bytes of weights, "
+                              f"more than the {weights.stat().st_size:,} bytes of {weights.name}")
     try:
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights}: not a valid safetensors file ({e})") from None
-    model = Codec(config)
+    try:
+        model = Codec(config)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{config_path}: invalid model config: {_first_line(e)}") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

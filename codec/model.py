@@ -21,12 +21,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from dataclasses import asdict, dataclass, field, fields
+from typing import get_type_hints
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from codec.audio import MAX_SAMPLE_RATE
 from codec.bottleneck import AEBottleneck, BottleneckOutput, VAEBottleneck
 from codec.codebook import CodebookConfig
 from codec.convnext import FrameEncoder, FrameEncoderConfig
@@ -97,16 +99,67 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CodecConfig":
-        return config_from_dict(cls, data)
+        """From a config.json or a recipe's [model] table; every field type- and range-checked."""
+        return config_from_dict(cls, data, checked=True)
 
 
-def config_from_dict(cls, data: dict):
-    """Build the config dataclass ``cls`` from a dict (TOML/JSON): unknown keys are an error, lists become tuples."""
+# Ranges of the numeric fields of the model's configs, by field name; an int field not listed
+# here must lie in [1, MAX_SIZE]. They keep a tampered config.json from building a model that
+# cannot exist (zero or negative sizes, or widths that need more memory than any machine has).
+MAX_SIZE = 1 << 16
+_RANGES: dict[str, tuple[float, float]] = {
+    "sample_rate": (1, MAX_SAMPLE_RATE),
+    "codebook_size": (2, 1 << 20),            # the token format's limit
+    "codebook_dim": (0, MAX_SIZE),
+    "kmeans_iters": (0, 10_000),
+    "decay": (0.0, 1.0),
+    "eps": (0.0, 1.0),
+    "dead_threshold": (0.0, 1e9),
+    "quantizer_dropout_p": (0.0, 1.0),
+    "quantizer_bypass_p": (0.0, 1.0),
+    "vae_free_bits": (0.0, 1e3),
+}
+
+
+def _checked(owner: str, name: str, kind, value):
+    """``value`` as field ``name`` of type ``kind`` needs it (lists -> tuples), else ValueError."""
+    where = f"{owner}.{name}"
+    if isinstance(kind, type) and hasattr(kind, "__dataclass_fields__"):
+        if isinstance(value, kind):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a table of {kind.__name__} fields, got {type(value).__name__}")
+        return config_from_dict(kind, value, checked=True)
+    if getattr(kind, "__origin__", None) is tuple:               # tuple[int, ...]
+        if not isinstance(value, (list, tuple)) or len(value) > MAX_SIZE:
+            raise ValueError(f"{where} must be a list, got {value!r:.80}")
+        return tuple(_checked(owner, name, kind.__args__[0], v) for v in value)
+    if kind is bool or kind is str:
+        if type(value) is not kind:
+            raise ValueError(f"{where} must be {'true or false' if kind is bool else 'a string'}, got {value!r:.80}")
+        return value
+    if kind is int and (type(value) is not int) or kind is float and type(value) not in (int, float):
+        raise ValueError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {value!r:.80}")
+    low, high = _RANGES.get(name, (1, MAX_SIZE))
+    if not low <= value <= high:                                  # NaN fails too
+        raise ValueError(f"{where} must be from {low} to {high}, got {value!r}")
+    return value
+
+
+def config_from_dict(cls, data: dict, checked: bool = False):
+    """Build the config dataclass ``cls`` from a dict (TOML/JSON): unknown keys are an error and
+    lists become tuples. checked (the model's configs, nested ones included): every value must
+    also have its field's type and lie in its range (_RANGES), or ValueError."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a {cls.__name__} must be a table of fields, got {type(data).__name__}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    if not checked:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    hints = get_type_hints(cls)
+    return cls(**{k: _checked(cls.__name__, k, hints[k], v) for k, v in data.items()})
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torchaudio
 import codec.audio
 from codec.audio import (AudioError, audio_info, load_audio, resample, resampled_length, save_audio, sinc_resample,
                          to_mono)
-from helpers import run_with_memory_headroom
+from tests.helpers import run_with_memory_headroom
 
 PCM16_STEP = 1.0 / 32768  # libsndfile's float <-> int16 round trip is within one step
 

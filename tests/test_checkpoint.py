@@ -125,3 +125,48 @@ def test_fingerprint_ignores_the_ema_sums_but_not_the_codebook(trained):
 def test_a_model_name_the_file_system_cannot_hold_is_a_checkpoint_error(name):
     with pytest.raises(CheckpointError, match="no such model file or directory, and no bundled model"):
         codec.load(name)
+
+
+def _tampered(base: dict, **changes) -> dict:
+    config = json.loads(json.dumps(base))
+    for key, value in changes.items():
+        part, _, field = key.rpartition("__")
+        (config[part] if part else config)[field] = value
+    return config
+
+
+TAMPERED = {   # issue 31 row 5: each of these used to load, divide by zero later, or give a traceback
+    "zero-rate": ({"sample_rate": 0}, "CodecConfig.sample_rate must be from 1 to 768000, got 0"),
+    "negative-width": ({"seanet__base_channels": -4}, "SEANetConfig.base_channels must be from 1 to 65536"),
+    "zero-stride": ({"seanet__strides": [2, 0]}, "SEANetConfig.strides must be from 1 to 65536, got 0"),
+    "string-count": ({"n_q": "4"}, "CodecConfig.n_q must be an integer, got '4'"),
+    "bool-count": ({"n_q": True}, "CodecConfig.n_q must be an integer, got True"),
+    "float-size": ({"codebook_size": 16.0}, "CodecConfig.codebook_size must be an integer"),
+    "string-flag": ({"quantizer_dropout": "yes"}, "quantizer_dropout must be true or false"),
+    "nan-decay": ({"codebook__decay": float("nan")}, "CodebookConfig.decay must be from 0.0 to 1.0, got nan"),
+    "list-for-table": ({"seanet": [1, 2]}, "CodecConfig.seanet must be a table of SEANetConfig fields"),
+    "null-table": ({"codebook": None}, "CodecConfig.codebook must be a table of CodebookConfig fields"),
+    "string-list": ({"seanet__dilations": "139"}, "SEANetConfig.dilations must be a list"),
+    "huge-width": ({"seanet__base_channels": 60000},
+                   r"the config describes [\d,]+ bytes of weights, more than the [\d,]+ bytes of model.safetensors"),
+    "huge-latent": ({"seanet__latent_dim": 65536}, r"the config describes [\d,]+ bytes of weights"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED, ids=list(TAMPERED))
+def test_a_tampered_config_is_a_checkpoint_error(trained, tmp_path, case):
+    changes, message = TAMPERED[case]
+    path = trained.save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(_tampered(config, **changes)))
+    with pytest.raises(CheckpointError, match=message):
+        codec.load(path)
+
+
+@pytest.mark.parametrize("text", ['{"seanet": ' + "[" * 100_000 + "]" * 100_000 + "}", "[1, 2]", "\xff\xfe{"],
+                         ids=["deep-nesting", "not-an-object", "not-utf8"])
+def test_a_config_that_is_not_a_table_is_a_checkpoint_error(trained, tmp_path, text):
+    path = trained.save(tmp_path / "m")
+    (path / "config.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(CheckpointError, match="invalid model config"):
+        codec.load(path)

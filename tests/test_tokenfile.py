@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codec import tokenfile
-from helpers import run_with_memory_headroom
+from tests.helpers import run_with_memory_headroom
 from codec.entropy import (
     PayloadError,
     bits_per_code,
