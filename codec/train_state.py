@@ -67,15 +67,39 @@ def save_checkpoint(root: Path, step: int, model, optimizers: dict, extra_module
                             for k, v in module.state_dict().items()})
         save_file(tensors, str(tmp / "train_state.safetensors"), metadata={"meta": json.dumps(meta)})
         (tmp / "recipe.json").write_text(recipe_json)
+        fsync_tree(tmp)                      # on disk before the rename makes it "complete"
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync(root)                         # and the rename itself
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's entry to disk (directories: where the OS allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:                          # e.g. directories on some file systems
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file in folder, then folder itself."""
+    for f in folder.iterdir():
+        if f.is_file():
+            _fsync(f)
+    _fsync(folder)
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from codec import distributed as dist
+from codec.checkpoint import CheckpointError
 from codec.data import AudioDataset, DatasetError
 from codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from codec.entropy import count_symbols
+from codec.fileio import atomic_write_bytes
 from codec.losses import MultiScaleMel, ReconstructionLoss, si_sdr
 from codec.model import Codec
 from codec.recipe import Recipe, load_recipe
@@ -255,8 +258,18 @@ class Trainer:
         found = list_checkpoints(self.ckpt_dir)
         if not found:
             return False
-        self.step = load_train_state(found[-1], self.model, self.optimizers, self.extra)
-        return True
+        failures = []
+        for path in reversed(found):             # newest first; a damaged one falls back to the one before
+            try:
+                self.step = load_train_state(path, self.model, self.optimizers, self.extra)
+            except (CheckpointError, ValueError, KeyError, RuntimeError, OSError) as err:
+                failures.append(f"{path.name}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+                warnings.warn(f"checkpoint {path} does not load ({failures[-1]}); trying the one before", stacklevel=2)
+                continue
+            if dist.rank() == 0:
+                truncate_log(self.out_dir / "metrics.jsonl", self.step)
+            return True
+        raise TrainingError(f"no checkpoint in {self.ckpt_dir} loads: " + "; ".join(failures))
 
     def save(self) -> Path | None:
         return self._on_rank_zero(lambda: save_checkpoint(self.ckpt_dir, self.step, self.model, self.optimizers,
@@ -408,6 +421,22 @@ class Trainer:
             shown = {"loss": metrics["loss"], "kbps": metrics["kbps"]}
             shown.update({k: metrics[k] for k in ("perplexity", "dead_codes") if k in metrics})
             bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the lines of a metrics.jsonl logged after ``step`` (a resumed run logs them again);
+    a torn last line (a kill mid-write) goes too. Rewritten atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            logged = json.loads(line).get("step", 0)
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(logged, int) and logged <= step and line.endswith("\n"):
+            kept.append(line)
+    atomic_write_bytes(path, "".join(kept).encode())
 
 
 def train_from_recipe(recipe_path, out_dir=None, resume: bool = False, overrides=(), progress: bool = True,

@@ -268,3 +268,40 @@ def test_a_decoder_trained_alone_changes_and_the_rest_does_not(tmp_path):
 def test_bad_part_names_are_a_training_error(tmp_path, overrides, message):
     with pytest.raises(TrainingError, match=message):
         smoke(tmp_path / "run", "train.steps=1", *overrides)
+
+
+def test_resume_drops_the_log_lines_written_after_its_checkpoint(tmp_path):
+    """Issue 31 row 8: steps logged after the last checkpoint (here 9 to 12, as a run killed
+    between checkpoints leaves them, plus a torn line) are logged once, not twice."""
+    common = ("train.steps=16", "train.checkpoint_every=8", "train.valid_every=100", "train.log_every=2")
+    straight = smoke(tmp_path / "a", *common)
+    smoke(tmp_path / "b", *common, until=8)
+    log = tmp_path / "b" / "metrics.jsonl"
+    after = [line for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines(keepends=True)
+             if json.loads(line).get("step", 0) in (10, 12)]
+    log.write_text(log.read_text() + "".join(after) + '{"step": 13, "lo')       # a kill mid-write
+    smoke(tmp_path / "b", *common, resume=True)
+    steps = [r["step"] for r in read_log(tmp_path / "b") if "loss" in r]
+    assert steps == [r["step"] for r in read_log(straight.model_dir.parent) if "loss" in r] == list(range(2, 17, 2))
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_that_loads(tmp_path):
+    common = ("train.steps=12", "train.checkpoint_every=4", "train.keep_checkpoints=3", "train.log_every=4")
+    straight = smoke(tmp_path / "a", *common)
+    smoke(tmp_path / "b", *common, until=8)
+    newest = tmp_path / "b" / "checkpoints" / "step-00000008"
+    (newest / "model.safetensors").write_bytes(b"\0" * 100)                   # damaged, yet "complete"
+    with pytest.warns(UserWarning, match="step-00000008.*does not load.*trying the one before"):
+        resumed = smoke(tmp_path / "b", *common, resume=True)
+    assert resumed.step == 12
+    a, b = state(straight.model_dir), state(resumed.model_dir)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_with_no_loadable_checkpoint_is_a_training_error(tmp_path):
+    common = ("train.steps=8", "train.checkpoint_every=4", "train.log_every=4")
+    smoke(tmp_path / "b", *common, until=4)
+    (tmp_path / "b" / "checkpoints" / "step-00000004" / "train_state.safetensors").write_bytes(b"junk")
+    with pytest.warns(UserWarning), pytest.raises(TrainingError, match="no checkpoint in .* loads: step-00000004"):
+        smoke(tmp_path / "b", *common, resume=True)
