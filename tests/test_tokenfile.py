@@ -725,3 +725,33 @@ def test_the_writer_refuses_what_the_reader_refuses(changes, rng):
 def test_token_and_audio_rate_limits_agree():
     from codec.audio import MAX_SAMPLE_RATE
     assert tokenfile.MAX_SAMPLE_RATE == MAX_SAMPLE_RATE
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["flip", "cut", "insert", "delete"]), st.integers(0, 10**6),
+                          st.integers(0, 255)), min_size=1, max_size=4))
+def test_structural_mutants_with_a_recomputed_checksum_decode_exactly_or_raise(edits):
+    """Mutants of a real entropy-coded file (bytes flipped, cut, inserted or deleted anywhere
+    past the magic, then the checksum recomputed so the parser goes deep): each is refused
+    with a TokenFileError, or is a valid file whose codes re-encode to exactly its bytes."""
+    rng = np.random.default_rng(7)
+    counts = skewed_counts(rng, 3, 64)
+    model_id, probs = entropy_model_id(counts), probabilities_from_counts(counts)
+    codes = rng.integers(0, 64, size=(2, 3, 40))
+    body = bytearray(encode_token_bytes(make_header(2, 3, 64, 40, model_id), codes, probs)[:-4])
+    for op, where, value in edits:
+        at = len(MAGIC) + 1 + where % max(1, len(body) - len(MAGIC) - 1)
+        if op == "flip":
+            body[min(at, len(body) - 1)] ^= value or 1
+        elif op == "cut":
+            del body[at:]
+        elif op == "insert":
+            body.insert(at, value)
+        elif len(body) > len(MAGIC) + 1:
+            del body[min(at, len(body) - 1)]
+    data = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    try:
+        header, got = decode_token_bytes(data, {model_id: probs})
+    except TokenFileError:
+        return
+    assert encode_token_bytes(header, got, probs if header.entropy_model else None) == data
