@@ -14,7 +14,7 @@ from codec.model import Codec
 from codec.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = {"speech16k": "speech16k_rvq_3voices.toml", "speech16k_vq": "speech16k_vq_3voices.toml",
+RECIPES = {"speech16k": "speech16k_istft_joint2.toml", "speech16k_vq": "speech16k_vq_3voices.toml",
            "speech16k_ae": "speech16k_ae_3voices.toml", "speech16k_vae": "speech16k_vae_3voices.toml"}
 MAX_BYTES = 30 * 1024 * 1024
 # speech16k gives 0.46, speech16k_vq 0.54 and speech16k_ae 0.41 on this clip (0.60 and 0.63 for
