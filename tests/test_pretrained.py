@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {"speech16k": "speech16k_istft_joint2.toml", "speech16k_vq": "speech16k_vq_3voices.toml",
            "speech16k_ae": "speech16k_ae_3voices.toml", "speech16k_vae": "speech16k_vae_3voices.toml"}
 MAX_BYTES = 30 * 1024 * 1024
-# speech16k gives 0.46, speech16k_vq 0.54 and speech16k_ae 0.41 on this clip (0.60 and 0.63 for
+# speech16k gives 0.38 (v1, SEANet decoder: 0.46), speech16k_vq 0.54 and speech16k_ae 0.41 on this clip (0.60 and 0.63 for
 # the first two before their French stage 2); the same architectures initialised
 # from the clip itself (k-means) give 2.3 to 2.5.
 MAX_LOG_MEL = 0.8
