@@ -2,13 +2,17 @@
 
 A dataset is either a folder (searched recursively for anything soundfile reads)
 or a manifest CSV as written by ``tools/make_corpus.py`` (columns ``path``
-relative to the CSV's folder, and optionally ``split``, ``kind``, ``synthetic``).
-A folder that holds a ``manifest.csv`` is read through it.
+relative to the CSV's folder, and optionally ``split``, ``kind``, ``language``,
+``synthetic``, ``package`` and ``speaker``; a row without a speaker is its
+package's). A folder that holds a ``manifest.csv`` is read through it, and its
+rows can be selected by kind, language, package (``sources``) and speaker.
 
 Splits never overlap: the manifest's ``split`` column decides, else a stable
 hash of the file's path relative to the root (``stable_split``). Every file gives
 ``max(1, length // segment)`` items per epoch, so long files are seen in
-proportion to their length. Training items are random crops with a random gain
+proportion to their length; the trainer draws its batches uniformly from these
+items unless ``sampling = "speaker"``, ``weights`` or ``max_synthetic_share`` ask
+otherwise (``AudioDataset.sampling_weights``). Training items are random crops with a random gain
 and, when ``speed`` lists factors, a random speed change (pitch and formants move
 together, as if another speaker; the usual speed perturbation of speech
 recognition), and, when ``eq_db`` is set, one random peaking filter (a timbre
@@ -22,7 +26,7 @@ import bisect
 import csv
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,6 +39,8 @@ from torch.utils.data import Dataset
 from codec.audio import AudioError, audio_info, audio_suffixes, load_audio, resample, resampled_length, to_mono
 
 SPLITS = ("train", "valid", "test")
+EVAL_SPLITS = ("heldout", "heldout_speaker")  # manifest splits no recipe trains on: unseen voices, people
+SAMPLING = ("file", "speaker")
 MANIFEST_NAME = "manifest.csv"
 
 
@@ -72,6 +78,13 @@ class DataConfig:
     kinds: tuple[str, ...] = ()             # manifest "kind" filter, e.g. ("speech",); () keeps all
     languages: tuple[str, ...] = ()         # manifest "language" filter, e.g. ("en", "es"); () keeps all
     synthetic: bool = True                  # keep manifest rows marked synthetic=1
+    sources: tuple[str, ...] = ()           # manifest "package" filter, e.g. ("festvox-ru",); () keeps all
+    speakers: tuple[str, ...] = ()          # manifest "speaker" filter, e.g. ("ru_nsh", "tux_bg"); () keeps all
+    sampling: str = "file"                  # training draws: "file" = every item alike (a file by its length),
+                                            # "speaker" = every speaker alike (its items alike)
+    weights: dict[str, float] = field(default_factory=dict)  # training draws: a speaker's (else its
+                                            # package's) share times this, e.g. {"ru_nsh" = 0.5}
+    max_synthetic_share: float = 1.0        # training draws: synthetic rows' share at most this
     cache: bool = False                     # keep each resampled file in memory (~230 MB per hour at 16 kHz)
     speed: tuple[float, ...] = ()           # training crops: speed factors drawn uniformly, e.g. (0.9, 1.0, 1.1); () = off
     eq_db: float = 0.0                      # training crops: one peaking filter, gain uniform in +-eq_db, centre
@@ -85,17 +98,47 @@ class DataConfig:
                 raise DatasetError(f"data.speed factors must be numbers from 0.5 to 2.0, got {factor!r}")
         if isinstance(self.eq_db, bool) or not isinstance(self.eq_db, (int, float)) or not 0 <= self.eq_db <= 24:
             raise DatasetError(f"data.eq_db must be a number of dB from 0 to 24, got {self.eq_db!r}")
+        if self.sampling not in SAMPLING:
+            raise DatasetError(f"data.sampling must be one of {SAMPLING}, got {self.sampling!r}")
+        if not isinstance(self.weights, dict) or not all(
+                isinstance(k, str) and _is_number(v) and v >= 0 for k, v in self.weights.items()):
+            raise DatasetError(f"data.weights must be a table of speaker or package names to numbers >= 0, "
+                               f"got {self.weights!r}")
+        if not _is_number(self.max_synthetic_share) or not 0 <= self.max_synthetic_share <= 1:
+            raise DatasetError(f"data.max_synthetic_share must be a number from 0 to 1, "
+                               f"got {self.max_synthetic_share!r}")
 
     @property
     def segment_length(self) -> int:
         return int(round(self.segment_seconds * self.sample_rate))
+
+    @property
+    def default_draws(self) -> bool:
+        """True when training draws every item alike (as before speakers were known)."""
+        return self.sampling == "file" and not self.weights and self.max_synthetic_share >= 1
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
 class Clip:
     path: Path
     source_rate: int
-    frames: int  # length at the model's rate
+    frames: int              # length at the model's rate
+    speaker: str = ""        # manifest "speaker", else its "package", else ""
+    package: str = ""
+    synthetic: bool = False
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A file of a split, with what the manifest says of it."""
+    path: Path
+    speaker: str = ""
+    package: str = ""
+    synthetic: bool = False
 
 
 def _manifest_path(root: Path) -> Path | None:
@@ -106,24 +149,31 @@ def _manifest_path(root: Path) -> Path | None:
     return None
 
 
-def _read_manifest(manifest: Path, config: DataConfig, split: str) -> list[Path]:
+def _read_manifest(manifest: Path, config: DataConfig, split: str) -> list[_Entry]:
     with open(manifest, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if rows and "path" not in rows[0]:
         raise DatasetError(f"{manifest} has no 'path' column")
-    paths = []
+    entries = []
     for row in rows:
+        package = row.get("package") or ""
+        speaker = row.get("speaker") or package        # manifests before speakers: one per package
+        synthetic = (row.get("synthetic") or "0").strip() in ("1", "true", "True")
         if config.kinds and row.get("kind") not in config.kinds:
             continue
         if config.languages and row.get("language") not in config.languages:
             continue
-        if not config.synthetic and row.get("synthetic", "0").strip() in ("1", "true", "True"):
+        if config.sources and package not in config.sources:
+            continue
+        if config.speakers and speaker not in config.speakers:
+            continue
+        if not config.synthetic and synthetic:
             continue
         row_split = row.get("split") or stable_split(
             Path(row["path"]).as_posix(), config.valid_fraction, config.test_fraction)
         if row_split == split:
-            paths.append(manifest.parent / row["path"])
-    return paths
+            entries.append(_Entry(manifest.parent / row["path"], speaker, package, synthetic))
+    return entries
 
 
 def audio_files(root: Path) -> list[Path]:
@@ -134,33 +184,64 @@ def audio_files(root: Path) -> list[Path]:
             and not any(part.startswith(".") for part in p.relative_to(root).parts)]  # incl. temporaries
 
 
-def _scan_folder(root: Path, config: DataConfig, split: str) -> list[Path]:
+def _scan_folder(root: Path, config: DataConfig, split: str) -> list[_Entry]:
     found = audio_files(root)
     if not found:
         raise DatasetError(f"no audio files found under {root}")
-    return [p for p in found
+    return [_Entry(p) for p in found
             if stable_split(p.relative_to(root).as_posix(), config.valid_fraction, config.test_fraction) == split]
 
 
 def list_clips(config: DataConfig, split: str) -> list[Clip]:
-    """The clips of ``split``, with their lengths at the model's rate (headers only are read)."""
-    if split not in SPLITS:
-        raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
+    """The clips of ``split`` (or of a manifest's EVAL_SPLITS), with their lengths at the model's
+    rate (headers only are read)."""
+    if split not in SPLITS + EVAL_SPLITS:
+        raise DatasetError(f"split must be one of {SPLITS + EVAL_SPLITS}, got {split!r}")
     root = Path(config.root)
     if not root.exists():
         raise DatasetError(f"no such dataset folder or manifest: {root}")
     manifest = _manifest_path(root)
-    paths = _read_manifest(manifest, config, split) if manifest else _scan_folder(root, config, split)
-    if not paths:
+    entries = _read_manifest(manifest, config, split) if manifest else _scan_folder(root, config, split)
+    if not entries:
         raise DatasetError(f"no audio files in split {split!r} of {root}")
     clips = []
-    for path in paths:
-        info = audio_info(path)
+    for entry in entries:
+        info = audio_info(entry.path)
         if info.frames == 0:
-            raise AudioError(f"{path} contains no samples")
-        clips.append(Clip(path, info.sample_rate,
-                          resampled_length(info.frames, info.sample_rate, config.sample_rate)))
+            raise AudioError(f"{entry.path} contains no samples")
+        clips.append(Clip(entry.path, info.sample_rate,
+                          resampled_length(info.frames, info.sample_rate, config.sample_rate),
+                          entry.speaker, entry.package, entry.synthetic))
     return clips
+
+
+def draw_weights(clips: list[Clip], counts: list[int], config: DataConfig) -> np.ndarray:
+    """The probability of each item (clip n has counts[n] of them) in a training draw, ``(sum(counts),)``.
+
+    "file": proportional to the items ("speaker": each speaker's items share one equal part),
+    times ``weights`` of the clip's speaker, else of its package (1 if neither is named); then,
+    where synthetic clips would have more than ``max_synthetic_share``, they are scaled to it
+    and the real clips to the rest.
+    """
+    n = np.asarray(counts, dtype=np.float64)
+    share = n.copy()
+    if config.sampling == "speaker":
+        per_speaker: dict[str, float] = {}
+        for clip, items in zip(clips, n):
+            per_speaker[clip.speaker] = per_speaker.get(clip.speaker, 0.0) + items
+        share = share / np.array([per_speaker[clip.speaker] for clip in clips])
+    share *= np.array([config.weights.get(c.speaker, config.weights.get(c.package, 1.0)) for c in clips])
+    if share.sum() <= 0:
+        raise DatasetError("data.weights leave no training clip with a weight above 0")
+    share /= share.sum()
+    synthetic = np.array([clip.synthetic for clip in clips], dtype=bool)
+    cap, synthetic_share = config.max_synthetic_share, share[synthetic].sum()
+    if synthetic_share > cap:
+        if synthetic_share >= 1.0:
+            raise DatasetError(f"data.max_synthetic_share is {cap}, but every training clip drawn is synthetic")
+        share[synthetic] *= cap / synthetic_share
+        share[~synthetic] *= (1 - cap) / (1 - synthetic_share)
+    return np.repeat(share / n, np.asarray(counts, dtype=np.int64))
 
 
 class AudioDataset(Dataset):
@@ -189,6 +270,9 @@ class AudioDataset(Dataset):
         self.clips = clips
         counts = [max(1, c.frames // self.length) for c in clips]
         self._starts = np.cumsum([0] + counts).tolist()  # item offsets of each clip
+        # the trainer's draws: None = every item alike (torch.randint), else these probabilities
+        self.sampling_weights: torch.Tensor | None = (
+            None if config.default_draws else torch.from_numpy(draw_weights(clips, counts, config)))
         self._cache: dict[int, torch.Tensor] = {}
         self.epoch = 0
 

@@ -59,10 +59,15 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def batch_indices(seed: int, step: int, dataset_len: int, batch: int, rank: int, world: int) -> list[int]:
-    """The items of this rank's share of step ``step``: the same on every run, disjoint across ranks."""
+def batch_indices(seed: int, step: int, dataset_len: int, batch: int, rank: int, world: int,
+                  weights: torch.Tensor | None = None) -> list[int]:
+    """The items of this rank's share of step ``step``: the same on every run, disjoint across ranks.
+    Every item alike, or drawn with ``weights`` (dataset_len,) (AudioDataset.sampling_weights)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    picks = torch.randint(0, dataset_len, (batch * world,), generator=g)
+    if weights is None:
+        picks = torch.randint(0, dataset_len, (batch * world,), generator=g)
+    else:
+        picks = torch.multinomial(weights, batch * world, replacement=True, generator=g)
     return picks[rank::world].tolist()
 
 
@@ -356,7 +361,8 @@ class Trainer:
         with StopFlag() as stop:
             while self.step < last:
                 t0 = time.perf_counter()
-                idx = batch_indices(cfg.seed, self.step, len(self.train_set), cfg.batch_size, rank, world)
+                idx = batch_indices(cfg.seed, self.step, len(self.train_set), cfg.batch_size, rank, world,
+                                    self.train_set.sampling_weights)
                 batch = load_batch(self.train_set, self.step, idx).to(self.device)
                 metrics = self.train_step(batch)
                 self.step += 1

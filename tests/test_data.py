@@ -478,3 +478,117 @@ def test_manifest_heldout_rows_are_in_no_split(tmp_path):
     for split in ("valid", "test"):
         with pytest.raises(DatasetError, match=f"no audio files in split '{split}'"):
             list_clips(DataConfig(root=str(tmp_path)), split)
+
+
+# --------------------------------------------------------- speakers and draws
+
+SPEAKER_ROWS = [  # path, package, speaker, synthetic, seconds, split
+    ("a0.wav", "pkg-a", "anna", "0", 2.0, "train"), ("a1.wav", "pkg-a", "anna", "0", 2.0, "train"),
+    ("a2.wav", "pkg-a", "anna", "0", 2.0, "train"), ("b0.wav", "pkg-b", "boris", "0", 0.5, "train"),
+    ("s0.wav", "espeak-ng", "espeak_en", "1", 1.0, "train"), ("h0.wav", "pkg-b", "hana", "0", 1.0,
+                                                              "heldout_speaker")]
+
+
+def speaker_manifest(root: Path, rows=SPEAKER_ROWS, columns=("path", "package", "speaker", "synthetic",
+                                                             "split")) -> Path:
+    """A manifest over silent clips; items of 0.5 s: anna 3 x 4, boris 1, espeak_en 2."""
+    for path, _, _, _, seconds, _ in rows:
+        write(root / path, torch.zeros(1, int(seconds * 16000)), 16000)
+    fields = dict(zip(("path", "package", "speaker", "synthetic", "seconds", "split"), range(6)))
+    with open(root / "manifest.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([[row[fields[c]] for c in columns] for row in rows])
+    return root
+
+
+def drawn_shares(ds: AudioDataset, draws: int = 10_000) -> dict[str, float]:
+    """Each speaker's share of ``draws`` items drawn by the trainer (one seeded step of that batch)."""
+    from codec.trainer import batch_indices
+    picks = batch_indices(7, 3, len(ds), draws, 0, 1, ds.sampling_weights)
+    speakers = [ds.clips[ds.locate(i)[0]].speaker for i in picks]
+    return {s: speakers.count(s) / draws for s in sorted(set(speakers))}
+
+
+def assert_shares(got: dict[str, float], want: dict[str, float], tolerance: float = 0.02) -> None:
+    """Within 2 percentage points: 10,000 draws have a standard error of at most 0.5 points."""
+    assert set(got) == {s for s, p in want.items() if p > 0}
+    for speaker, share in want.items():
+        assert abs(got.get(speaker, 0.0) - share) < tolerance, (speaker, got, want)
+
+
+def test_default_draws_are_todays_uniform_items(tmp_path):
+    from codec.trainer import batch_indices
+    ds = AudioDataset(config(speaker_manifest(tmp_path)))
+    assert ds.sampling_weights is None
+    g = torch.Generator().manual_seed(5 * 1_000_003 + 9)
+    assert batch_indices(5, 9, len(ds), 16, 0, 1, ds.sampling_weights) == \
+        torch.randint(0, len(ds), (16,), generator=g).tolist()
+    assert_shares(drawn_shares(ds), {"anna": 12 / 15, "boris": 1 / 15, "espeak_en": 2 / 15})
+
+
+def test_speaker_sampling_gives_every_speaker_an_equal_share(tmp_path):
+    ds = AudioDataset(config(speaker_manifest(tmp_path), sampling="speaker"))
+    assert float(ds.sampling_weights.sum()) == pytest.approx(1.0, abs=1e-12)
+    assert_shares(drawn_shares(ds), {"anna": 1 / 3, "boris": 1 / 3, "espeak_en": 1 / 3})
+
+
+def test_weights_scale_a_speaker_or_a_package(tmp_path):
+    root = speaker_manifest(tmp_path)
+    ds = AudioDataset(config(root, sampling="speaker", weights={"anna": 2.0}))
+    assert_shares(drawn_shares(ds), {"anna": 0.5, "boris": 0.25, "espeak_en": 0.25})
+    ds = AudioDataset(config(root, weights={"pkg-b": 0.0, "espeak_en": 6.0}))  # by items: 12, 0, 2 x 6
+    assert_shares(drawn_shares(ds), {"anna": 0.5, "boris": 0.0, "espeak_en": 0.5})
+
+
+def test_synthetic_share_is_capped(tmp_path):
+    ds = AudioDataset(config(speaker_manifest(tmp_path), max_synthetic_share=0.05))  # would be 2/15
+    assert_shares(drawn_shares(ds), {"anna": 0.95 * 12 / 13, "boris": 0.95 / 13, "espeak_en": 0.05})
+    assert_shares(drawn_shares(AudioDataset(config(tmp_path, max_synthetic_share=0.0))),
+                  {"anna": 12 / 13, "boris": 1 / 13, "espeak_en": 0.0})
+
+
+def test_a_cap_with_only_synthetic_clips_is_an_error(tmp_path):
+    speaker_manifest(tmp_path, [("s0.wav", "espeak-ng", "espeak_en", "1", 1.0, "train")])
+    with pytest.raises(DatasetError, match="every training clip drawn is synthetic"):
+        AudioDataset(config(tmp_path, max_synthetic_share=0.15))
+
+
+def test_manifest_filters_speakers_and_sources(tmp_path):
+    root = speaker_manifest(tmp_path)
+
+    def names(**overrides) -> list[str]:
+        return sorted(c.path.name for c in AudioDataset(config(root, **overrides)).clips)
+
+    assert names(speakers=("boris", "espeak_en")) == ["b0.wav", "s0.wav"]
+    assert names(sources=["pkg-a"]) == ["a0.wav", "a1.wav", "a2.wav"]
+    assert names(sources=("pkg-b",)) == ["b0.wav"]                 # h0.wav is held out
+    with pytest.raises(DatasetError, match="no audio files in split 'train'"):
+        names(sources=("pkg-b",), speakers=("anna",))
+
+
+def test_held_out_speakers_are_a_split_of_their_own(tmp_path):
+    from codec.data import list_clips
+    root = speaker_manifest(tmp_path)
+    assert "hana" not in {c.speaker for c in AudioDataset(config(root), "train").clips}
+    assert [c.path.name for c in list_clips(config(root), "heldout_speaker")] == ["h0.wav"]
+    with pytest.raises(DatasetError, match="split must be one of"):
+        list_clips(config(root), "holdout")
+
+
+def test_old_manifest_without_speakers_loads_one_speaker_per_package(tmp_path):
+    root = speaker_manifest(tmp_path, columns=("path", "package", "synthetic", "split"))
+    ds = AudioDataset(config(root, sampling="speaker"))
+    assert {c.path.name: c.speaker for c in ds.clips} == {"a0.wav": "pkg-a", "a1.wav": "pkg-a", "a2.wav": "pkg-a",
+                                                         "b0.wav": "pkg-b", "s0.wav": "espeak-ng"}
+    assert_shares(drawn_shares(ds), {"pkg-a": 1 / 3, "pkg-b": 1 / 3, "espeak-ng": 1 / 3})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("sampling", "voice", "data.sampling must be one of"),
+    ("weights", {"anna": -1.0}, "data.weights must be a table"),
+    ("weights", {"anna": True}, "data.weights must be a table"),
+    ("max_synthetic_share", 1.5, "data.max_synthetic_share must be a number from 0 to 1")])
+def test_bad_draw_settings_are_errors(field, value, message):
+    with pytest.raises(DatasetError, match=message):
+        DataConfig(**{field: value})
