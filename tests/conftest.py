@@ -45,3 +45,20 @@ def speech_clips() -> list[Path]:
     """Three clips of real speech, 3.9 to 4.9 s, 16 kHz mono PCM16:
     English and Spanish (Allison Smith), French (June Wallack)."""
     return [_asset(name) for name in SPEECH_CLIPS]
+
+
+@pytest.fixture(scope="module")
+def mc():
+    """tools/make_corpus.py, imported as a module (shared by test_data and test_make_corpus)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "make_corpus", Path(__file__).resolve().parents[1] / "tools" / "make_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -392,19 +390,6 @@ def test_unreadable_file_is_named(tmp_path):
 
 
 # ------------------------------------------------------------ corpus builder
-
-@pytest.fixture(scope="module")
-def mc():
-    """tools/make_corpus.py, imported as a module."""
-    spec = importlib.util.spec_from_file_location("make_corpus", ROOT / "tools" / "make_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
-
 
 def voice_jobs(mc, tmp_path: Path, lang: str, voice: str, prompts: list[str]) -> dict[str, str]:
     """package_jobs over an unpacked Asterisk voice package of empty prompt files: {prompt: split}."""

@@ -3,9 +3,7 @@ normaliser, and a small batched build; on fake unpacked packages of tiny files, 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +14,6 @@ from codec.data import AudioDataset, DataConfig, list_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
-
-
-@pytest.fixture(scope="module")
-def mc():
-    """tools/make_corpus.py, imported as a module."""
-    spec = importlib.util.spec_from_file_location("make_corpus_tool", ROOT / "tools" / "make_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def tone(seconds: float, rate: int = 16000, amplitude: float = 0.5, freq: float = 220.0) -> np.ndarray:
