@@ -2,6 +2,7 @@
 
     codec bench --audio DIR --models [LABEL=]NAME_OR_PATH... [--opus 6,8,12,16,24] [--codec2 700C,1600,3200]
                 --out DIR [--jobs N] [--max-clips N] [--kind auto|speech|music] [--metrics LIST]
+                [--split NAME] [--max-per-speaker N]
     python -m codec.bench ...                      (the same, without the ``codec`` front end)
 
 Every clip (mono: channels are averaged) goes through every *system*: each model at every n_q
@@ -11,7 +12,8 @@ scored against the clip with ``codec.metrics`` and the rate actually stored is m
 the bytes of the token file (``encode_token_bytes``) or of the classic codec's file, over the
 clip's duration. Results are cached per (clip, system) in OUT/cache/, so an interrupted run,
 started again with the same arguments, computes only what is missing; then ``codec.report``
-writes results.csv, summary.csv, summary.md, plots/*.png and report.html. See
+writes results.csv, summary.csv, summary.md, plots/*.png and report.html (with a manifest whose
+clips span several splits or speakers, summary.md and groups.csv also give each one). See
 docs/benchmark.md for the method and the formulas.
 
 Library use::
@@ -67,6 +69,8 @@ class Clip:
     path: str
     kind: str        # "speech" or "music"
     digest: str      # content hash: a changed file invalidates its cached results
+    split: str = ""  # a manifest's "split" and "speaker" ("" without one): the report's groups
+    speaker: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class BenchConfig:
     max_clips: int | None = None
     kind: str = "auto"                                  # "auto", "speech" or "music"
     split: str | None = None                            # manifest split to keep ("test"); None: all
+    max_per_speaker: int | None = None                  # with a manifest: the first n clips of each speaker
     metrics: Sequence[str] | None = None                # default: every available metric
     visqol_level: float | None = None                   # dBov active level to score ViSQOL at; None: as recorded
     force: bool = False                                 # use a non-empty folder that is not a benchmark's
@@ -125,33 +130,54 @@ def _guess_kind(rel: Path) -> str:
     return "music" if any("music" in part.lower() for part in rel.parts) else "speech"
 
 
-def _manifest_entries(manifest: Path, split: str | None) -> list[tuple[Path, str | None]]:
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    kind: str | None = None      # from a manifest, else guessed from the path
+    split: str = ""
+    speaker: str = ""
+
+
+def _manifest_entries(manifest: Path, split: str | None) -> list[_Entry]:
     with open(manifest, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if rows and "path" not in rows[0]:
         raise BenchError(f"{manifest} has no 'path' column")
-    return [(manifest.parent / row["path"], row.get("kind") or None) for row in rows
-            if split is None or row.get("split") == split]
+    return [_Entry(manifest.parent / row["path"], row.get("kind") or None, row.get("split") or "",
+                   row.get("speaker") or "")
+            for row in rows if split is None or row.get("split") == split]
 
 
-def _audio_entries(root: Path, split: str | None) -> tuple[Path, list[tuple[Path, str | None]]]:
-    """(folder the ids are relative to, [(file, kind from a manifest or None)])."""
+def _audio_entries(root: Path, split: str | None) -> tuple[Path, list[_Entry]]:
+    """(folder the ids are relative to, the files with what a manifest says of them)."""
     if not root.exists():
         raise BenchError(f"no such audio file or folder: {root}")
     if root.is_file() and root.suffix.lower() == ".csv":
         return root.parent, _manifest_entries(root, split)
     if root.is_file():
-        return root.parent, [(root, None)]
+        return root.parent, [_Entry(root)]
     if (root / "manifest.csv").is_file():
         return root, _manifest_entries(root / "manifest.csv", split)
     if split is not None:
         raise BenchError(f"--split needs a manifest.csv in {root}")
-    return root, [(p, None) for p in audio_files(root)]
+    return root, [_Entry(p) for p in audio_files(root)]
+
+
+def _first_per_speaker(entries: list[_Entry], n: int) -> list[_Entry]:
+    """The first ``n`` entries of each speaker, in their order (files without a speaker: one group)."""
+    seen: dict[str, int] = {}
+    kept = []
+    for entry in entries:
+        seen[entry.speaker] = seen.get(entry.speaker, 0) + 1
+        if seen[entry.speaker] <= n:
+            kept.append(entry)
+    return kept
 
 
 def find_clips(audio: str | Path, kind: str = "auto", max_clips: int | None = None,
-               split: str | None = None) -> list[Clip]:
-    """The clips under ``audio`` in sorted order (the first ``max_clips``), each with its kind.
+               split: str | None = None, max_per_speaker: int | None = None) -> list[Clip]:
+    """The clips under ``audio`` in sorted order (the first ``max_per_speaker`` of each speaker a
+    manifest names, then the first ``max_clips``), each with its kind, split and speaker.
 
     kind "auto": a manifest's ``kind`` column, else "music" for paths with "music" in a folder
     or file name, else "speech".
@@ -159,11 +185,14 @@ def find_clips(audio: str | Path, kind: str = "auto", max_clips: int | None = No
     if kind not in ("auto", "speech", "music"):
         raise BenchError(f"kind must be auto, speech or music, got {kind!r}")
     root, entries = _audio_entries(Path(audio), split)
+    if max_per_speaker is not None:
+        entries = _first_per_speaker(entries, max_per_speaker)
     entries = entries[:max_clips] if max_clips is not None else entries
     if not entries:
         raise BenchError(f"no audio files found in {audio}")
     clips, used = [], set()
-    for path, listed_kind in entries:
+    for entry in entries:
+        path, listed_kind = entry.path, entry.kind
         rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
         clip_id = _safe_name("__".join(rel.with_suffix("").parts))
         if clip_id in used:                         # "a.wav" and "a.flac": keep the suffix
@@ -176,7 +205,7 @@ def find_clips(audio: str | Path, kind: str = "auto", max_clips: int | None = No
             raise BenchError(f"{path}: kind must be speech or music, got {clip_kind!r}")
         if not path.is_file():
             raise BenchError(f"no such audio file: {path}")
-        clips.append(Clip(clip_id, str(path.resolve()), clip_kind, _file_digest(path)))
+        clips.append(Clip(clip_id, str(path.resolve()), clip_kind, _file_digest(path), entry.split, entry.speaker))
     return clips
 
 
@@ -512,7 +541,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
                          f"{config.visqol_level:g} dBov active speech level (ITU-T P.56 method B)")
         else:
             notes.append("--visqol-level has no effect: ViSQOL is not among the metrics")
-    clips = find_clips(config.audio, config.kind, config.max_clips, config.split)
+    clips = find_clips(config.audio, config.kind, config.max_clips, config.split, config.max_per_speaker)
     systems = all_systems(config.models, config.opus_kbps, config.codec2_modes, notes)
     if not systems:
         raise BenchError("nothing to compare: give --models, or install opus-tools / codec2")
@@ -533,6 +562,9 @@ def run_bench(config: BenchConfig) -> BenchResult:
               disable=not config.progress, file=sys.stderr) as bar:
         fresh = _compute(todo, config.jobs, bar)
     rows = [row for row in cached.values() if row is not None] + fresh
+    by_id = {clip.id: clip for clip in clips}
+    for row in rows:                  # not part of a cached result: a manifest may regroup its clips
+        row["split"], row["speaker"] = by_id[row["clip"]].split, by_id[row["clip"]].speaker
     order = {s.id: i for i, s in enumerate(systems)}
     rows.sort(key=lambda r: (r["clip"], order[r["system"]]))
     summary = report.write_outputs(out, rows, metrics, notes)
@@ -596,6 +628,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the clips are (default: a manifest's kind column, else 'music' "
                              "for paths that say so, else speech)")
     parser.add_argument("--split", help="with a manifest: only the clips of this split (e.g. test)")
+    parser.add_argument("--max-per-speaker", type=positive_int, metavar="N",
+                        help="with a manifest: only the first N clips of each speaker")
     parser.add_argument("--metrics", type=_metric_list, metavar="NAME,...",
                         help=f"metrics to compute (default: every installed one of {','.join(METRICS)})")
     parser.add_argument("--visqol-level", type=float, metavar="DBOV",
@@ -608,7 +642,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``codec bench`` from parsed arguments; returns the exit code. Errors: one line on stderr."""
     config = BenchConfig(audio=args.audio, out=args.out, models=args.models, opus_kbps=args.opus,
                          codec2_modes=args.codec2, jobs=args.jobs, max_clips=args.max_clips, kind=args.kind,
-                         split=args.split, metrics=args.metrics, visqol_level=args.visqol_level, force=args.force,
+                         split=args.split, max_per_speaker=args.max_per_speaker, metrics=args.metrics, visqol_level=args.visqol_level, force=args.force,
                          progress=not getattr(args, "quiet", False))
     try:
         result = run_bench(config)

@@ -6,7 +6,9 @@
 
     results.csv        one row per clip, system and bitrate
     summary.csv        one row per system: means and 95% confidence half-widths
-    summary.md         the same as a Markdown table
+    summary.md         the same as a Markdown table; then, when the clips span several splits
+                       or speakers (a manifest's columns), one table per split and per speaker
+    groups.csv         those groups' summaries: summary.csv's columns after "group" and "value"
     plots/<metric>.png one rate-distortion plot per metric: every system on the same axes,
                        x = actual kbps (log scale), error bars = 95% confidence intervals
     report.html        plots, summary, and an <audio> player for the reference and every
@@ -31,7 +33,7 @@ import numpy as np
 from codec.fileio import atomic_write
 from codec.metrics import METRICS, metric_versions
 
-ROW_COLUMNS = ["clip", "kind", "duration_s", "sample_rate", "system", "curve", "family", "setting", "n_q",
+ROW_COLUMNS = ["clip", "kind", "split", "speaker", "duration_s", "sample_rate", "system", "curve", "family", "setting", "n_q",
                "nominal_kbps", "actual_kbps", "rate_source", "bytes", "lag_samples", *METRICS, "audio"]
 DIGITS = {"pesq": 2, "stoi": 3, "visqol": 2, "si_sdr": 1, "log_mel": 3, "mrstft": 3,
           "nominal_kbps": 2, "actual_kbps": 2}
@@ -78,6 +80,21 @@ def summarize(rows: list[dict], metrics: Sequence[str]) -> list[dict]:
             entry[name], entry[f"{name}_ci95"], entry[f"{name}_n"] = mean_ci([r.get(name) for r in members])
         summary.append(entry)
     return summary
+
+
+GROUPINGS = ("split", "speaker")   # row columns the report breaks the summary down by
+
+
+def group_summaries(rows: list[dict], metrics: Sequence[str]) -> list[tuple[str, str, list[dict]]]:
+    """[(column, value, summary of the rows with that value)] for each of GROUPINGS that takes more
+    than one value over the rows, values in order of first appearance."""
+    groups = []
+    for column in GROUPINGS:
+        values = list(dict.fromkeys(row.get(column) or "" for row in rows))
+        if len(values) > 1:
+            groups += [(column, value, summarize([r for r in rows if (r.get(column) or "") == value], metrics))
+                       for value in values]
+    return groups
 
 
 def summary_columns(metrics: Sequence[str]) -> list[str]:
@@ -142,12 +159,19 @@ def _method_lines(metrics: Sequence[str], notes: Sequence[str]) -> list[str]:
     return lines + [f"Note: {note}." for note in notes]
 
 
-def summary_markdown(summary: list[dict], metrics: Sequence[str], notes: Sequence[str] = ()) -> str:
+def _markdown_table(summary: list[dict], metrics: Sequence[str]) -> list[str]:
     header, body = _table(summary, metrics)
     aligns = ["---", "---", "--:", "--:", "--:", *["--:"] * len(metrics)]
-    lines = ["# Bitrate vs quality", "", *_method_lines(metrics, notes), "",
-             "| " + " | ".join(header) + " |", "|" + "|".join(aligns) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(aligns) + "|"]
+    return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+
+
+def summary_markdown(summary: list[dict], metrics: Sequence[str], notes: Sequence[str] = (),
+                     groups: Sequence[tuple[str, str, list[dict]]] = ()) -> str:
+    """The summary table, then one per group of :func:`group_summaries` (a heading each)."""
+    lines = ["# Bitrate vs quality", "", *_method_lines(metrics, notes), "", *_markdown_table(summary, metrics)]
+    for column, value, members in groups:
+        lines += ["", f"## {column} {value or '(none)'}", "", *_markdown_table(members, metrics)]
     return "\n".join(lines) + "\n"
 
 
@@ -296,9 +320,15 @@ def write_outputs(out: str | Path, rows: list[dict], metrics: Sequence[str], not
     """Write results.csv, summary.csv, summary.md, plots/*.png and report.html; -> the summary."""
     out = Path(out)
     summary = summarize(rows, metrics)
+    groups = group_summaries(rows, metrics)
     _write_text(out / "results.csv", csv_text(rows, ROW_COLUMNS))
     _write_text(out / "summary.csv", csv_text(summary, summary_columns(metrics)))
-    _write_text(out / "summary.md", summary_markdown(summary, metrics, notes))
+    _write_text(out / "summary.md", summary_markdown(summary, metrics, notes, groups))
+    group_rows = [{"group": column, "value": value, **entry} for column, value, members in groups for entry in members]
+    if groups:
+        _write_text(out / "groups.csv", csv_text(group_rows, ["group", "value", *summary_columns(metrics)]))
+    else:
+        (out / "groups.csv").unlink(missing_ok=True)      # left by an earlier run over other clips
     plots = write_plots(out, summary, metrics)
     _write_text(out / "report.html", report_html(rows, summary, metrics, plots, notes))
     return summary

@@ -10,6 +10,7 @@ restore. So a run stopped at step N and resumed reaches the same weights as a st
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from codec import distributed as dist
 from codec.checkpoint import CheckpointError
-from codec.data import AudioDataset, DatasetError
+from codec.data import EVAL_SPLITS, AudioDataset, DataConfig, DatasetError
 from codec.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from codec.entropy import count_symbols
 from codec.fileio import atomic_write_bytes
@@ -111,9 +112,33 @@ def health_metrics(model: Codec) -> dict[str, float]:
             "dead_codes": float(sum(s["dead_codes"] for s in stages))}
 
 
+def validation_batch(config: DataConfig, split: str, items: int) -> torch.Tensor | None:
+    """Up to ``items`` fixed crops of ``split``, spread evenly over its items (so over its files
+    and speakers in manifest order); None when the data has no such split.
+
+    "valid" holds out prompts of the voices the recipe trains on, so it keeps the recipe's
+    selection (kinds, languages, sources, speakers). The EVAL_SPLITS (voices and people that no
+    recipe trains on) keep only its kinds: a recipe trained on some languages is still scored on
+    every unseen voice.
+    """
+    if split != "valid":
+        config = dataclasses.replace(config, languages=(), sources=(), speakers=(), weights={}, sampling="file",
+                                     max_synthetic_share=1.0)
+    try:
+        dataset = AudioDataset(config, split)
+    except DatasetError:
+        return None
+    n = min(items, len(dataset))
+    if n == 0:
+        return None
+    picks = np.linspace(0, len(dataset) - 1, n).round().astype(int) if n > 1 else [0]
+    return torch.stack([dataset[int(i)] for i in picks])
+
+
 @torch.no_grad()
-def validate(model: Codec, batch: torch.Tensor, mel: MultiScaleMel) -> dict[str, float]:
-    """Log-mel distance and SI-SDR at 1, n_q / 2 and n_q codebooks (once for AE/VAE)."""
+def validate(model: Codec, batch: torch.Tensor, mel: MultiScaleMel, split: str = "valid") -> dict[str, float]:
+    """Log-mel distance and SI-SDR at 1, n_q / 2 and n_q codebooks (once for AE/VAE), logged as
+    ``<split>/mel@<n_q>`` and ``<split>/si_sdr@<n_q>``."""
     was_training = model.training
     model.eval()
     levels = sorted({1, max(1, model.n_q // 2), model.n_q}) if model.is_quantized else [None]
@@ -121,8 +146,8 @@ def validate(model: Codec, batch: torch.Tensor, mel: MultiScaleMel) -> dict[str,
     for n_q in levels:
         audio = model(batch, n_q).audio if n_q else model(batch).audio
         tag = f"@{n_q}" if n_q else ""
-        out[f"valid/mel{tag}"] = float(mel(batch, audio))
-        out[f"valid/si_sdr{tag}"] = float(si_sdr(batch, audio).mean())
+        out[f"{split}/mel{tag}"] = float(mel(batch, audio))
+        out[f"{split}/si_sdr{tag}"] = float(si_sdr(batch, audio).mean())
     model.train(was_training)
     return out
 
@@ -218,12 +243,8 @@ class Trainer:
             self.train_set = AudioDataset(recipe.data, "train")
         except (DatasetError, OSError) as e:
             raise TrainingError(f"no training data: {e}") from None
-        try:
-            valid_set = AudioDataset(recipe.data, "valid")
-            n = min(self.cfg.valid_items, len(valid_set))
-            self.valid_batch = torch.stack([valid_set[i] for i in range(n)]).to(self.device)
-        except DatasetError:
-            self.valid_batch = None
+        self.valid_batches = {split: batch.to(self.device) for split in ("valid", *EVAL_SPLITS)
+                              if (batch := validation_batch(recipe.data, split, self.cfg.valid_items)) is not None}
         self.valid_mel = MultiScaleMel(recipe.model.sample_rate).to(self.device)
         self.step = 0
         self.progress = progress and dist.rank() == 0
@@ -371,8 +392,9 @@ class Trainer:
                     metrics = {k: float(v) for k, v in metrics.items()}
                     metrics.update(health_metrics(self.model))
                     self._log(log, metrics, bar)
-                if self.valid_batch is not None and self.step % cfg.valid_every == 0 and rank == 0:
-                    self._log(log, validate(self.model, self.valid_batch, self.valid_mel), None)
+                if self.valid_batches and self.step % cfg.valid_every == 0 and rank == 0:
+                    for split, valid_batch in self.valid_batches.items():
+                        self._log(log, validate(self.model, valid_batch, self.valid_mel, split), None)
                     freeze_parts(self.model, self.frozen_parts)
                 bar.update(1)
                 if stop.agreed(self.device) or self.step == last < cfg.steps:

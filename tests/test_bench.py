@@ -110,6 +110,61 @@ def test_a_manifest_gives_kinds_and_splits(tmp_path, speech_wav):
     assert [c.id for c in bench.find_clips(tmp_path, split="test")] == ["x"]
 
 
+def test_a_manifest_gives_splits_and_speakers_and_caps_clips_per_speaker(tmp_path, speech_wav):
+    rows = [("a1", "heldout", "ann"), ("b1", "heldout", "bob"), ("a2", "heldout", "ann"), ("a3", "test", "ann"),
+            ("b2", "heldout", "bob"), ("n1", "heldout", "")]
+    for name, _, _ in rows:
+        shutil.copy(speech_wav, tmp_path / f"{name}.wav")
+    (tmp_path / "list.csv").write_text("path,kind,split,speaker\n" + "".join(
+        f"{name}.wav,speech,{split},{speaker}\n" for name, split, speaker in rows))
+    clips = bench.find_clips(tmp_path / "list.csv")
+    assert [(c.id, c.split, c.speaker) for c in clips] == [(n, sp, spk) for n, sp, spk in rows]
+    assert [c.id for c in bench.find_clips(tmp_path / "list.csv", max_per_speaker=1)] == ["a1", "b1", "n1"]
+    assert [c.id for c in bench.find_clips(tmp_path / "list.csv", max_per_speaker=2, split="heldout")] == [
+        "a1", "b1", "a2", "b2", "n1"]
+    assert [c.id for c in bench.find_clips(tmp_path / "list.csv", max_per_speaker=2, max_clips=2)] == ["a1", "b1"]
+    (plain,) = bench.find_clips(tmp_path / "a1.wav")
+    assert (plain.split, plain.speaker) == ("", "")
+
+
+def _group_rows():
+    rows = []
+    for i, (split, speaker) in enumerate([("heldout", "ann"), ("heldout", "bob"), ("heldout_speaker", "cy"),
+                                          ("heldout_speaker", "cy"), ("heldout_speaker", "dee")]):
+        for system, offset in (("m-nq1", 0.0), ("opus-6kbps", 1.0)):
+            rows.append({"system": system, "curve": system[:4], "family": "rvq", "setting": "s", "order": 1,
+                         "rate_source": "token file", "nominal_kbps": 6.0, "actual_kbps": 5.0 + 0.1 * i,
+                         "pesq": 1.0 + i * i / 7 + offset, "si_sdr": float(i), "clip": f"c{i}",
+                         "split": split, "speaker": speaker})
+    return rows
+
+
+def test_each_split_and_speaker_gets_its_own_summary():
+    rows = _group_rows()
+    groups = report.group_summaries(rows, ["pesq", "si_sdr"])
+    assert [(column, value) for column, value, _ in groups] == [
+        ("split", "heldout"), ("split", "heldout_speaker"), ("speaker", "ann"), ("speaker", "bob"),
+        ("speaker", "cy"), ("speaker", "dee")]
+    for column, value, summary in groups:
+        for entry in summary:
+            members = [r for r in rows if r[column] == value and r["system"] == entry["system"]]
+            pesq = np.array([r["pesq"] for r in members])
+            assert entry["n"] == len(members)
+            assert entry["pesq"] == pytest.approx(pesq.mean())
+            if len(members) > 1:     # Student t, 95%: t(0.975, 1) = 12.706, t(0.975, 2) = 4.303
+                t = {2: 12.7062, 3: 4.3027}[len(members)]
+                assert entry["pesq_ci95"] == pytest.approx(t * pesq.std(ddof=1) / math.sqrt(len(members)), rel=1e-4)
+    text = report.summary_markdown(report.summarize(rows, ["pesq"]), ["pesq"], (), groups)
+    assert [line for line in text.splitlines() if line.startswith("## ")] == [
+        "## split heldout", "## split heldout_speaker", "## speaker ann", "## speaker bob", "## speaker cy",
+        "## speaker dee"]
+    assert text.count("\n| m-nq (RVQ) |") == 7 and text.count("\n| opus (RVQ) |") == 7
+    one_split = [dict(r, split="test", speaker="") for r in rows]
+    assert report.group_summaries(one_split, ["pesq"]) == []
+    assert "## " not in report.summary_markdown(report.summarize(one_split, ["pesq"]), ["pesq"], (),
+                                                report.group_summaries(one_split, ["pesq"]))
+
+
 def test_codec2_skips_music_clips(tmp_path):
     speech = bench.Clip("s", "s.wav", "speech", "0")
     music = bench.Clip("m", "m.wav", "music", "0")
@@ -249,6 +304,35 @@ def test_a_second_run_resumes_from_the_cache(first_run, setup):
     sf.write(str(clip), 0.5 * x, sr)
     changed = bench.run_bench(_config(setup, out))
     assert changed.computed == len(first_run.rows) // 2
+
+
+def test_a_manifest_run_reports_each_split_and_regroups_from_the_cache(setup, tmp_path):
+    names = sorted(p.name for p in setup["clips"].iterdir())
+    listing = setup["clips"] / "groups.csv"
+
+    def run(splits, speakers):
+        listing.write_text("path,kind,split,speaker\n" + "".join(
+            f"{n},speech,{sp},{spk}\n" for n, sp, spk in zip(names, splits, speakers)))
+        return bench.run_bench(bench.BenchConfig(audio=listing, out=tmp_path / "out", models=[setup["models"]["ae"]],
+                                                 opus_kbps=[], codec2_modes=[], metrics=["si_sdr"], progress=False))
+
+    try:
+        first = run(["heldout", "heldout_speaker"], ["it_man", "tux_fr"])
+        rows = _read_csv(tmp_path / "out" / "results.csv")
+        assert [(r["split"], r["speaker"]) for r in rows] == [("heldout", "it_man"), ("heldout_speaker", "tux_fr")]
+        groups = _read_csv(tmp_path / "out" / "groups.csv")
+        assert [(g["group"], g["value"], g["n"]) for g in groups] == [
+            ("split", "heldout", "1"), ("split", "heldout_speaker", "1"), ("speaker", "it_man", "1"),
+            ("speaker", "tux_fr", "1")]
+        for g, r in zip(groups, rows * 2):
+            assert float(g["si_sdr"]) == pytest.approx(float(r["si_sdr"]), rel=1e-5)
+        assert "## split heldout_speaker" in (tmp_path / "out" / "summary.md").read_text()
+        again = run(["test", "test"], ["a", "a"])              # regrouped, nothing computed again
+        assert again.computed == 0 and [r["si_sdr"] for r in again.rows] == [r["si_sdr"] for r in first.rows]
+        assert not (tmp_path / "out" / "groups.csv").exists()
+        assert "## " not in (tmp_path / "out" / "summary.md").read_text()
+    finally:
+        listing.unlink()
 
 
 def test_refuses_a_foreign_folder_and_bad_options(setup, tmp_path, capsys):

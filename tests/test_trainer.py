@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -305,3 +306,59 @@ def test_resume_with_no_loadable_checkpoint_is_a_training_error(tmp_path):
     (tmp_path / "b" / "checkpoints" / "step-00000004" / "train_state.safetensors").write_bytes(b"junk")
     with pytest.warns(UserWarning), pytest.raises(TrainingError, match="no checkpoint in .* loads: step-00000004"):
         smoke(tmp_path / "b", *common, resume=True)
+
+
+def _constant_clips(root, rows):
+    """One 0.4 s file per row, every sample equal to the row's value; -> the manifest path."""
+    import soundfile as sf
+    lines = ["path,package,kind,language,duration_s,synthetic,split,speaker,sex"]
+    for name, value, language, split, speaker in rows:
+        sf.write(root / f"{name}.wav", np.full(6400, value, dtype=np.float32), 16000, subtype="FLOAT")
+        lines.append(f"{name}.wav,pkg,speech,{language},0.4,0,{split},{speaker},")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root / "manifest.csv"
+
+
+EVAL_ROWS = [("tr_en", 0.01, "en", "train", "a"), ("tr_fr", 0.02, "fr", "train", "b"),
+             ("va_en", 0.03, "en", "valid", "a"), ("va_fr", 0.04, "fr", "valid", "b"),
+             ("hs_1", 0.05, "cs", "heldout_speaker", "c"), ("hs_2", 0.06, "nl", "heldout_speaker", "d"),
+             ("ho_it", 0.07, "it", "heldout", "e")]
+
+
+def test_validation_batches_keep_the_recipe_selection_for_valid_and_every_unseen_voice(tmp_path):
+    from codec.data import DataConfig
+    from codec.trainer import validation_batch
+    config = DataConfig(root=str(_constant_clips(tmp_path, EVAL_ROWS)), segment_seconds=0.1, languages=("en",),
+                        speakers=("a",), sampling="speaker")
+
+    def values(split, items):
+        batch = validation_batch(config, split, items)
+        return None if batch is None else sorted({round(float(v), 4) for v in batch.flatten()})
+
+    assert values("valid", 8) == [0.03]                 # the recipe's own voices only
+    assert values("heldout_speaker", 8) == [0.05, 0.06]  # both people, though neither is English
+    assert values("heldout", 2) == [0.07]
+    assert values("heldout_speaker", 2) == [0.05, 0.06]  # spread over the split, not its first file
+    assert validation_batch(config, "heldout_speaker", 8).shape == (8, 1, 1600)
+    (tmp_path / "x").mkdir()
+    no_heldout = DataConfig(root=str(_constant_clips(tmp_path / "x", EVAL_ROWS[:4])), segment_seconds=0.1)
+    assert validation_batch(no_heldout, "heldout", 4) is None
+
+
+def test_training_logs_validation_for_each_split_of_the_manifest(tmp_path):
+    from codec.data import DataConfig
+    from codec.losses import MultiScaleMel
+    from codec.trainer import validate, validation_batch
+    manifest = _constant_clips(tmp_path, EVAL_ROWS)
+    result = smoke(tmp_path / "run", f"data.root={json.dumps(str(manifest))}", "data.segment_seconds=0.1",
+                   "data.languages=[\"en\"]", "train.steps=4", "train.valid_every=4", "train.checkpoint_every=4",
+                   "train.stats_items=4", "train.valid_items=6")
+    logged = {k: v for r in read_log(tmp_path / "run") if r.get("step") == 4 for k, v in r.items()}
+    model = codec.load(result.model_dir)
+    config = DataConfig(root=str(manifest), segment_seconds=0.1, languages=("en",))
+    mel = MultiScaleMel(16000)
+    for split in ("valid", "heldout_speaker", "heldout"):
+        expected = validate(model, validation_batch(config, split, 6), mel, split)
+        assert sorted(expected) == sorted(k for k in logged if k.startswith(f"{split}/"))
+        for key, value in expected.items():
+            assert logged[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
