@@ -50,6 +50,17 @@ def test_opus_output_has_zero_lag(speech_wav, kbps):
     assert expected < done.num_bytes < 1.6 * expected
 
 
+@needs_opus
+def test_opus_delay_is_searched_within_a_pitch_period():
+    assert classic.OPUS_MAX_LAG_S < 1 / 400     # a correlation peak one period away is out of reach
+    sr = 16000
+    t = np.arange(int(0.6 * sr)) / sr           # a short voiced vowel: its correlation peaks each period
+    vowel = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12)) * np.hanning(len(t)) * 0.2
+    done = classic.opus_roundtrip(vowel, sr, 6)
+    assert abs(done.lag) <= 1 and done.residual_lag == 0
+    assert done.audio.shape == vowel.shape
+
+
 @needs_codec2
 def test_codec2_round_trip_is_aligned_and_sized(speech_wav):
     x, sr = sf.read(str(speech_wav), dtype="float64")
