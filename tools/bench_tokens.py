@@ -27,7 +27,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))                     # run from a checkout without installing
 ASSETS = ROOT / "codec" / "assets"
 CLIPS = [ASSETS / n for n in ("example_speech.wav", "example_speech_es.wav", "example_speech_fr.wav")]
 

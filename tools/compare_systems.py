@@ -14,9 +14,7 @@ import argparse
 import csv
 import math
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec.report import mean_ci  # noqa: E402
 

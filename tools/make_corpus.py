@@ -77,13 +77,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-try:
-    from codec import fileio
-    from codec.data import stable_hash, stable_split
-except ModuleNotFoundError:  # run from a checkout that is not pip-installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from codec import fileio
-    from codec.data import stable_hash, stable_split
+from codec import fileio
+from codec.data import stable_hash, stable_split
 
 VALID_FRACTION = 0.03
 TEST_FRACTION = 0.05

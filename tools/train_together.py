@@ -149,7 +149,6 @@ def main(argv=None) -> int:
             p.error(f"{run.out} already holds checkpoints")
 
     # 1. Probe: probe-steps steps of every run at once, inside the warm-up (total steps irrelevant).
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # codec, also when not installed
     from codec.recipe import load_recipe
     from codec.train_state import list_checkpoints
     warmup = min(load_recipe(r.recipe, a.common + r.overrides).train.warmup_steps for r in runs)
